@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Set up .venv/ with liveavatar and everything it needs (system packages too).
+#   scripts/setup.sh          what the server needs
+#   scripts/setup.sh --test   plus what the tests need
+# Re-running is fast: nothing is reinstalled unless the inputs below changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=run
+[[ "${1:-}" == "--test" ]] && mode=test
+
+apt_packages=(espeak-ng libespeak-ng1)
+[[ $mode == test ]] && apt_packages+=(postgresql chromium iproute2 util-linux)
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+apt_install() {
+    echo "==> installing system packages: $*"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$@" >/dev/null
+}
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null; then
+        apt_install "${missing[@]}"
+    else
+        echo "warning: no apt-get; install these yourself: ${missing[*]}" >&2
+    fi
+fi
+
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "error: liveavatar needs Python 3.11 ($python is $("$python" -V 2>&1)); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+if [[ ! -x .venv/bin/python ]]; then
+    echo "==> creating .venv with $("$python" -V)"
+    if ! "$python" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        apt_install python3.11-venv
+        "$python" -m venv .venv
+    fi
+fi
+
+stamp=".venv/.setup-$mode"
+inputs=$(cat pyproject.toml scripts/requirements-nodeps.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [[ -f $stamp && $(cat "$stamp") == "$inputs" ]]; then
+    exit 0
+fi
+echo "==> installing liveavatar and its dependencies into .venv (first time: a few minutes)"
+extra=""
+[[ $mode == test ]] && extra="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r scripts/requirements-nodeps.txt
+echo "$inputs" > "$stamp"
+echo "==> .venv is ready"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up (when needed) with the test dependencies and run the whole test suite.
+# Tests run in a network namespace that has only loopback, so no test traffic can leave the machine.
+# Extra arguments go to pytest (e.g. -k knowledge -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
+if [[ $(id -u) -eq 0 ]]; then
+    isolate=(unshare --net)
+else
+    isolate=(unshare --user --map-current-user --net)
+fi
+if "${isolate[@]}" true 2>/dev/null; then
+    exec "${isolate[@]}" sh -c 'ip link set lo up && exec "$@"' sh .venv/bin/python -m pytest "$@"
+fi
+echo "warning: cannot create a network namespace here; running tests without network isolation" >&2
+exec .venv/bin/python -m pytest "$@"

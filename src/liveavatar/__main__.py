@@ -1,0 +1,3 @@
+from liveavatar.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""Knowledge base routes (storage and validation; ingestion runs elsewhere)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from liveavatar.api.auth import Auth, ServicesDep
+from liveavatar.api.envelope import ok
+from liveavatar.api.schemas import KnowledgeCreate, KnowledgeRef, KnowledgeUpdate
+from liveavatar.clock import new_id, now_ms
+from liveavatar.errors import NotFound
+from liveavatar.store.models import KnowledgeBase
+
+router = APIRouter(prefix="/api/open/v4/knowledge", tags=["knowledge"])
+
+
+def knowledge_view(row: KnowledgeBase) -> dict[str, Any]:
+    """The knowledge base object of the API."""
+    return {
+        "_id": row.id,
+        "uid": row.owner_id,
+        "name": row.name,
+        "prologue": row.prologue,
+        "prompt": row.prompt,
+        "docs": row.docs,
+        "urls": row.urls,
+        "create_time": row.create_time,
+        "update_time": row.update_time,
+    }
+
+
+def _missing(kb_id: str) -> NotFound:
+    return NotFound(f"knowledge base {kb_id!r} does not exist")
+
+
+@router.post("/create", summary="Create a knowledge base")
+async def create_knowledge(body: KnowledgeCreate, principal: Auth, services: ServicesDep) -> Any:
+    now = now_ms()
+    fields = body.changes()
+    row = KnowledgeBase(
+        id=new_id(),
+        owner_id=principal.key_id,
+        name=fields["name"],
+        prologue=fields.get("prologue") or "",
+        prompt=fields.get("prompt") or "",
+        docs=fields.get("docs") or [],
+        urls=fields.get("urls") or [],
+        create_time=now,
+        update_time=now,
+    )
+    return ok(knowledge_view(await services.store.knowledge.add(row)))
+
+
+@router.get("/list", summary="The caller's knowledge bases")
+async def list_knowledge(
+    principal: Auth,
+    services: ServicesDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 10,
+    name: Annotated[str | None, Query(max_length=100)] = None,
+) -> Any:
+    rows = await services.store.knowledge.page(principal.key_id, page=page, size=size, name=name)
+    return ok([knowledge_view(row) for row in rows])
+
+
+@router.get("/detail", summary="One knowledge base")
+async def knowledge_detail(principal: Auth, services: ServicesDep, id: Annotated[str, Query(min_length=1)]) -> Any:
+    row = await services.store.knowledge.get(id, principal.key_id)
+    if row is None:
+        raise _missing(id)
+    return ok(knowledge_view(row))
+
+
+@router.post("/update", summary="Change a knowledge base")
+async def update_knowledge(body: KnowledgeUpdate, principal: Auth, services: ServicesDep) -> Any:
+    row = await services.store.knowledge.update(body.id, principal.key_id, body.changes())
+    if row is None:
+        raise _missing(body.id)
+    return ok(knowledge_view(row))
+
+
+@router.delete("/delete", summary="Delete a knowledge base")
+async def delete_knowledge(body: KnowledgeRef, principal: Auth, services: ServicesDep) -> Any:
+    if not await services.store.knowledge.delete(body.id, principal.key_id):
+        raise _missing(body.id)
+    return ok(None)

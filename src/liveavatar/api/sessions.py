@@ -1,0 +1,132 @@
+"""Session routes: create, detail, close, list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from liveavatar.api.auth import Auth, ServicesDep
+from liveavatar.api.envelope import ok
+from liveavatar.api.schemas import SessionCreate, SessionRef
+from liveavatar.clock import new_id, now_ms
+from liveavatar.errors import NotFound, ParamError
+from liveavatar.services import Services
+from liveavatar.store.models import SessionRow
+from liveavatar.store.sessions import LIVE_STATES, Status
+
+router = APIRouter(prefix="/api/open/v4/liveAvatar/session", tags=["sessions"])
+STREAM_TYPES = ("webrtc",)
+
+
+def base_url(request: Request, services: Services) -> str:
+    """The URL clients reach this server at."""
+    return (services.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def session_view(row: SessionRow, services: Services, base: str) -> dict[str, Any]:
+    """The session object of the API; join credentials only while the session can be joined."""
+    credentials: dict[str, Any] = {}
+    if row.status in LIVE_STATES:
+        credentials = {
+            "webrtc_url": f"{base}/api/open/v4/liveAvatar/webrtc/{row.id}/offer",
+            "webrtc_token": services.signer.sign(row.id, "join", services.settings.join_token_ttl),
+            "ice_servers": services.settings.ice_servers,
+        }
+    params = row.params
+    return {
+        "_id": row.id,
+        "uid": row.owner_id,
+        "type": 1,
+        "status": row.status,
+        "stream_type": row.stream_type,
+        "credentials": credentials,
+        "avatar_id": row.avatar_id,
+        "duration": row.duration,
+        "mode_type": row.mode_type,
+        "knowledge_id": params.get("knowledge_id") or "",
+        "voice_id": params.get("voice_id") or "",
+        "voice_url": params.get("voice_url") or "",
+        "language": params.get("language") or "",
+        "background_url": params.get("background_url") or "",
+        "voice_params": params.get("voice_params") or {},
+        "create_time": row.create_time,
+        "update_time": row.update_time,
+        "start_time": row.start_time,
+        "end_time": row.end_time,
+        "close_reason": row.close_reason,
+    }
+
+
+async def _check_references(body: SessionCreate, owner_id: int, services: Services) -> None:
+    if body.stream_type not in STREAM_TYPES:
+        raise ParamError(f"stream_type {body.stream_type!r} is not supported here; use 'webrtc'")
+    if services.avatars.get(body.avatar_id) is None:
+        raise NotFound(f"avatar {body.avatar_id!r} does not exist")
+    if body.voice_id is not None and services.voices.get(body.voice_id) is None:
+        raise NotFound(f"voice {body.voice_id!r} does not exist")
+    if body.language is not None and body.language not in {code for code, _ in services.voices.languages()}:
+        raise ParamError(f"language {body.language!r} is not supported")
+    if body.knowledge_id is not None and await services.store.knowledge.get(body.knowledge_id, owner_id) is None:
+        raise NotFound(f"knowledge base {body.knowledge_id!r} does not exist")
+
+
+@router.post("/create", summary="Create a streaming session")
+async def create_session(body: SessionCreate, principal: Auth, services: ServicesDep, request: Request) -> Any:
+    await _check_references(body, principal.key_id, services)
+    duration = body.duration or services.settings.default_session_duration
+    async with services.host.reservation():
+        now = now_ms()
+        row = SessionRow(
+            id=new_id(),
+            owner_id=principal.key_id,
+            avatar_id=body.avatar_id,
+            status=int(Status.QUEUEING),
+            stream_type=body.stream_type,
+            mode_type=body.mode_type,
+            duration=duration,
+            params=body.model_dump(
+                include={"knowledge_id", "voice_id", "voice_url", "language", "background_url", "voice_params"},
+                exclude_none=True,
+            ),
+            create_time=now,
+            update_time=now,
+            expire_time=now + duration * 1000,
+        )
+        await services.store.sessions.add(row)
+        services.host.open(row.id, principal.key_id, duration)
+    return ok(session_view(row, services, base_url(request, services)))
+
+
+@router.get("/detail", summary="One session")
+async def session_detail(
+    principal: Auth, services: ServicesDep, request: Request, id: Annotated[str, Query(min_length=1)]
+) -> Any:
+    row = await services.store.sessions.get(id, principal.key_id)
+    if row is None:
+        raise NotFound(f"session {id!r} does not exist")
+    return ok(session_view(row, services, base_url(request, services)))
+
+
+@router.post("/close", summary="Close a session (idempotent)")
+async def close_session(body: SessionRef, principal: Auth, services: ServicesDep, request: Request) -> Any:
+    row = await services.store.sessions.get(body.target, principal.key_id)
+    if row is None:
+        raise NotFound(f"session {body.target!r} does not exist")
+    await services.host.close(row.id, Status.CLOSED, "closed by the client")
+    row = await services.store.sessions.get(row.id) or row
+    return ok(session_view(row, services, base_url(request, services)))
+
+
+@router.get("/list", summary="The caller's sessions, newest first")
+async def list_sessions(
+    principal: Auth,
+    services: ServicesDep,
+    request: Request,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: Annotated[int | None, Query(ge=1, le=4)] = None,
+) -> Any:
+    count, rows = await services.store.sessions.page(principal.key_id, page=page, size=size, status=status)
+    base = base_url(request, services)
+    return ok({"count": count, "page": page, "size": size, "result": [session_view(r, services, base) for r in rows]})

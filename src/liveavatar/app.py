@@ -1,0 +1,87 @@
+"""The application: builds the services once per process and the HTTP app that serves them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from liveavatar import __version__
+from liveavatar.api import catalog, knowledge, sessions, tokens
+from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
+from liveavatar.api.ratelimit import RateLimiter
+from liveavatar.config import Settings
+from liveavatar.render.avatars import AvatarRegistry
+from liveavatar.security import TokenSigner, load_secret
+from liveavatar.services import Services
+from liveavatar.session.host import SessionHost
+from liveavatar.speech.voices import VoiceRegistry, discover_voices
+from liveavatar.store import Store
+
+log = logging.getLogger(__name__)
+WEB_DIR = Path(__file__).with_name("web")
+
+
+def build_services(settings: Settings) -> Services:
+    """Everything the server needs, created (not started) from the settings."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.resolved_database_url)
+    return Services(
+        settings=settings,
+        store=store,
+        signer=TokenSigner(load_secret(settings.data_dir)),
+        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        avatars=AvatarRegistry(settings.data_dir / "avatars"),
+        voices=VoiceRegistry(discover_voices()),
+        host=SessionHost(store, settings.max_sessions),
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app; services start and stop with its lifespan."""
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await services.store.migrate()
+        await services.host.start()
+        try:
+            yield
+        finally:
+            await services.host.aclose()
+            await services.store.aclose()
+
+    app = FastAPI(
+        title="liveavatar",
+        version=__version__,
+        summary="Self-hosted streaming avatars, compatible with the AKool Streaming Avatar API.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (tokens, sessions, catalog, knowledge):
+        app.include_router(module.router)
+
+    if (WEB_DIR / "index.html").exists():
+        app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
+        @app.get("/", include_in_schema=False)
+        async def demo_page() -> FileResponse:
+            return FileResponse(WEB_DIR / "index.html")
+    else:
+
+        @app.get("/", include_in_schema=False)
+        async def api_docs() -> RedirectResponse:
+            return RedirectResponse("/docs")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> dict[str, object]:
+        return {"ok": True, "live_sessions": services.host.live_count, "capacity": services.host.capacity}
+
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

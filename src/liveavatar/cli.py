@@ -1,0 +1,164 @@
+"""The `liveavatar` command: serve, manage API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from liveavatar import __version__
+from liveavatar.config import Settings
+from liveavatar.security import generate_key, hash_key, key_prefix
+from liveavatar.store import Store
+
+T = TypeVar("T")
+app = typer.Typer(help="liveavatar: self-hosted streaming avatars.", no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Create, list, revoke and disable API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="LIVEAVATAR_DATA_DIR", help="Folder for everything the server writes."),
+]
+
+
+def load_settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
+    given = {name: value for name, value in overrides.items() if value not in (None, [], ())}
+    if data_dir is not None:
+        given["data_dir"] = data_dir
+    return Settings(**given)
+
+
+def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` against the migrated database."""
+
+    async def run() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.resolved_database_url)
+        try:
+            await store.migrate()
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
+
+
+async def _create_key(store: Store, name: str) -> str:
+    key = generate_key()
+    await store.keys.add(name, hash_key(key), key_prefix(key))
+    return key
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir).")] = None,
+    public_url: Annotated[str | None, typer.Option(help="Base URL clients reach the server at.")] = None,
+    ice_host: Annotated[list[str] | None, typer.Option(help="Host address to advertise for WebRTC (repeat).")] = None,
+    max_sessions: Annotated[int | None, typer.Option(help="Live sessions held at once.")] = None,
+) -> None:
+    """Start the server."""
+    import uvicorn
+
+    from liveavatar.app import create_app
+
+    settings = load_settings(
+        data_dir,
+        host=host,
+        port=port,
+        database_url=database_url,
+        public_url=public_url,
+        ice_hosts=ice_host,
+        max_sessions=max_sessions,
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def first_start(store: Store) -> str | None:
+        return None if await store.keys.all() else await _create_key(store, "default")
+
+    first_key = with_store(settings, first_start)
+    url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    typer.echo(f"liveavatar {__version__} on {url}")
+    typer.echo(f"  demo page  {url}/")
+    typer.echo(f"  API docs   {url}/docs")
+    typer.echo(f"  data dir   {settings.data_dir}")
+    if first_key:
+        typer.echo("\nFirst start: created the API key 'default' (shown once, stored only as a hash):")
+        typer.echo(f"  {first_key}")
+        typer.echo(f"Try it:\n  curl -s -H 'x-api-key: {first_key}' {url}/api/open/v4/liveAvatar/avatar/list\n")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="A label for the key.")], data_dir: DataDir = None) -> None:
+    """Create an API key and print it; the last line is the key alone."""
+    key = with_store(load_settings(data_dir), lambda store: _create_key(store, name))
+    typer.echo(f"Created API key {name!r}. It is shown only now; store it safely:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List API keys (never the keys themselves)."""
+
+    async def rows(store: Store) -> list[str]:
+        lines = []
+        for key in await store.keys.all():
+            state = "revoked" if key.revoked_at else "disabled" if key.disabled else "active"
+            created = datetime.fromtimestamp(key.created_at / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+            lines.append(f"{key.id:<5} {key.name:<24} {key.prefix}…  {state:<8} {created} UTC")
+        return lines
+
+    lines = with_store(load_settings(data_dir), rows)
+    typer.echo(f"{'ID':<5} {'NAME':<24} {'KEY':<10}  {'STATE':<8} CREATED")
+    for line in lines:
+        typer.echo(line)
+
+
+def _change_key(ref: str, data_dir: Path | None, verb: str, **change: bool) -> None:
+    async def apply(store: Store) -> bool:
+        key = await store.keys.find(ref)
+        if key is None:
+            return False
+        await store.keys.update(key.id, **change)
+        return True
+
+    if not with_store(load_settings(data_dir), apply):
+        typer.echo(f"no API key matches {ref!r} (use the id, name or prefix from `keys list`)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{verb} API key {ref!r}")
+
+
+KeyRef = Annotated[str, typer.Argument(help="The key's id, name or prefix as `keys list` shows it.")]
+
+
+@keys_app.command("revoke")
+def keys_revoke(ref: KeyRef, data_dir: DataDir = None) -> None:
+    """Revoke a key for good: it and its tokens stop working at once."""
+    _change_key(ref, data_dir, "revoked", revoked=True)
+
+
+@keys_app.command("disable")
+def keys_disable(ref: KeyRef, data_dir: DataDir = None) -> None:
+    """Disable a key's account (its requests get 1200) until it is enabled again."""
+    _change_key(ref, data_dir, "disabled", disabled=True)
+
+
+@keys_app.command("enable")
+def keys_enable(ref: KeyRef, data_dir: DataDir = None) -> None:
+    """Enable a disabled key again."""
+    _change_key(ref, data_dir, "enabled", disabled=False)
+
+
+def main() -> None:
+    """Entry point of the `liveavatar` script."""
+    app()

