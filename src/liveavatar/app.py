@@ -12,16 +12,17 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from liveavatar import __version__
-from liveavatar.api import catalog, knowledge, sessions, tokens
+from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
 from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
 from liveavatar.api.ratelimit import RateLimiter
 from liveavatar.config import Settings
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner, load_secret
 from liveavatar.services import Services
-from liveavatar.session.host import SessionHost
+from liveavatar.session.host import HostLimits, SessionHost
 from liveavatar.speech.voices import VoiceRegistry, discover_voices
 from liveavatar.store import Store
+from liveavatar.transport.ice import advertise_hosts
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).with_name("web")
@@ -31,14 +32,18 @@ def build_services(settings: Settings) -> Services:
     """Everything the server needs, created (not started) from the settings."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
+    avatars = AvatarRegistry(settings.data_dir / "avatars")
+    voices = VoiceRegistry(discover_voices())
+    limits = HostLimits(settings.max_sessions, settings.join_token_ttl, settings.rejoin_grace)
+    advertise_hosts(settings.ice_hosts)
     return Services(
         settings=settings,
         store=store,
         signer=TokenSigner(load_secret(settings.data_dir)),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-        avatars=AvatarRegistry(settings.data_dir / "avatars"),
-        voices=VoiceRegistry(discover_voices()),
-        host=SessionHost(store, settings.max_sessions),
+        avatars=avatars,
+        voices=voices,
+        host=SessionHost(store, limits, avatars=avatars, voices=voices, ice_servers=settings.ice_servers),
     )
 
 
@@ -64,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (tokens, sessions, catalog, knowledge):
+    for module in (tokens, sessions, signalling, catalog, knowledge):
         app.include_router(module.router)
 
     if (WEB_DIR / "index.html").exists():

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     """Live sessions (queueing or processing) this server holds at once; more get 1215."""
     default_session_duration: int = Field(600, ge=1, le=3600)
     join_token_ttl: int = Field(300, ge=10)
+    rejoin_grace: float = Field(20.0, ge=0)
+    """Seconds a session waits for its client to rejoin after the connection dropped."""
     api_token_ttl_days: int = Field(365, ge=1)
     rate_limit_per_minute: int = Field(600, ge=1)
     rate_limit_burst: int = Field(60, ge=1)

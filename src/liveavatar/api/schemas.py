@@ -71,6 +71,15 @@ class SessionCreate(Body):
     voice_params: VoiceParams = Field(default_factory=VoiceParams)
     stream_type: str = Field("webrtc", max_length=16)
     credentials: dict[str, Any] | None = None
+    transport_profile: Literal["webrtc", "livekit", "agora", "trtc"] | None = None
+    """liveavatar extension: data-channel limits to keep to (a provider's), for clients written for one."""
+
+
+class Offer(Body):
+    """POST {webrtc_url}: the client's complete (non-trickle) SDP offer."""
+
+    sdp: Annotated[str, StringConstraints(min_length=1, max_length=64 * 1024)]
+    type: Literal["offer"]
 
 
 class SessionRef(Body):

@@ -86,7 +86,15 @@ async def create_session(body: SessionCreate, principal: Auth, services: Service
             mode_type=body.mode_type,
             duration=duration,
             params=body.model_dump(
-                include={"knowledge_id", "voice_id", "voice_url", "language", "background_url", "voice_params"},
+                include={
+                    "knowledge_id",
+                    "voice_id",
+                    "voice_url",
+                    "language",
+                    "background_url",
+                    "voice_params",
+                    "transport_profile",
+                },
                 exclude_none=True,
             ),
             create_time=now,
@@ -94,7 +102,7 @@ async def create_session(body: SessionCreate, principal: Auth, services: Service
             expire_time=now + duration * 1000,
         )
         await services.store.sessions.add(row)
-        services.host.open(row.id, principal.key_id, duration)
+        services.host.open(row)
     return ok(session_view(row, services, base_url(request, services)))
 
 

@@ -3,6 +3,7 @@
 from liveavatar.protocol.chunking import (
     DEFAULT_PROFILE,
     PROFILES,
+    ChatStream,
     MessageTooLarge,
     OutboundPacer,
     TransportProfile,
@@ -52,6 +53,7 @@ __all__ = [
     "Action",
     "ChatAssembler",
     "ChatChunk",
+    "ChatStream",
     "Command",
     "Event",
     "Expression",

@@ -90,6 +90,7 @@ class AvatarRegistry:
     def __init__(self, cache_dir: Path) -> None:
         self._cache_dir = cache_dir
         self._avatars: dict[str, Avatar] = {}
+        self._portraits: dict[str, Any] = {}
         for portrait in BUILTIN_PORTRAITS:
             path = portrait.path()
             if path is not None:
@@ -102,6 +103,16 @@ class AvatarRegistry:
     def get(self, avatar_id: str) -> Avatar | None:
         """The avatar with this id, if installed."""
         return self._avatars.get(avatar_id)
+
+    def portrait(self, avatar_id: str) -> Any:
+        """The avatar's portrait as a 512x512 BGR image (loaded once, shared by every session)."""
+        if avatar_id not in self._portraits:
+            image = cv2.imread(str(self._avatars[avatar_id].image), cv2.IMREAD_COLOR)
+            if image is None:
+                raise FileNotFoundError(self._avatars[avatar_id].image)
+            square = square_crop(image)
+            self._portraits[avatar_id] = cv2.resize(square, (PREVIEW_SIZE, PREVIEW_SIZE), interpolation=cv2.INTER_AREA)
+        return self._portraits[avatar_id]
 
     def preview(self, avatar_id: str, kind: Literal["preview", "thumbnail"]) -> Path | None:
         """A JPEG preview (512 px) or thumbnail (160 px) of the avatar, made on first use."""

@@ -1,4 +1,7 @@
-"""The session host: owns the live sessions of one process (capacity, deadlines, closing)."""
+"""The session host: owns the live sessions of one process (capacity, deadlines, joining, closing).
+
+Nothing here lives in module globals, so several hosts (worker processes, cluster nodes) can each run one.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +9,60 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-from liveavatar.errors import Busy
+from liveavatar.errors import Busy, NotFound, SessionClosed
+from liveavatar.render.avatars import AvatarRegistry
+from liveavatar.session.session import Session
+from liveavatar.session.settings import SessionSettings
+from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store import Store
+from liveavatar.store.models import SessionRow
 from liveavatar.store.sessions import Status
+from liveavatar.transport.tracks import StillSource
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LiveSession:
-    """A session this process holds: from create until it is closed."""
+@dataclass(frozen=True)
+class HostLimits:
+    """How many sessions a host holds and how long it waits for their clients."""
 
-    session_id: str
-    owner_id: int
-    deadline: float
-    """Event-loop time at which the session's duration runs out."""
-    expiry: asyncio.Task[None] | None = field(default=None, repr=False)
+    capacity: int
+    join_timeout: float
+    """Seconds a created session waits for its first join (the join token's lifetime)."""
+    rejoin_grace: float
+    """Seconds a session waits for its client to come back after the connection dropped."""
 
 
 class SessionHost:
-    """Holds up to `capacity` live sessions; closes each one when its duration ends."""
+    """Holds up to `capacity` live sessions; closes each when its duration ends or its client goes."""
 
-    def __init__(self, store: Store, capacity: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        limits: HostLimits,
+        *,
+        avatars: AvatarRegistry,
+        voices: VoiceRegistry,
+        ice_servers: list[dict[str, Any]],
+    ) -> None:
         self._store = store
-        self.capacity = capacity
-        self._live: dict[str, LiveSession] = {}
+        self.limits = limits
+        self._avatars = avatars
+        self._voices = voices
+        self._ice_servers = ice_servers
+        self._live: dict[str, Session] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._closers: set[asyncio.Task[None]] = set()
         self._reserved = 0
         self._closing = False
+
+    @property
+    def capacity(self) -> int:
+        """Live sessions this host holds at most."""
+        return self.limits.capacity
 
     @property
     def live_count(self) -> int:
@@ -58,36 +86,79 @@ class SessionHost:
         finally:
             self._reserved -= 1
 
-    def open(self, session_id: str, owner_id: int, duration: float) -> LiveSession:
-        """Start holding a created session; it closes itself after `duration` seconds."""
-        loop = asyncio.get_running_loop()
-        live = LiveSession(session_id, owner_id, loop.time() + duration)
-        live.expiry = asyncio.create_task(self._expire(live), name=f"session-expiry-{session_id}")
-        self._live[session_id] = live
-        return live
+    def open(self, row: SessionRow) -> Session:
+        """Start holding a created session."""
+        avatar = self._avatars.get(row.avatar_id)
+        if avatar is None:
+            raise NotFound(f"avatar {row.avatar_id!r} does not exist")
+        session = Session(
+            row.id,
+            row.owner_id,
+            SessionSettings.from_create(row.avatar_id, row.mode_type, row.params),
+            source=StillSource(self._avatars.portrait(avatar.avatar_id)),
+            voices=self._voices,
+            ice_servers=self._ice_servers,
+            rejoin_grace=self.limits.rejoin_grace,
+            end=lambda status, reason: self._close_later(row.id, status, reason),
+        )
+        self._live[row.id] = session
+        self._watchers[row.id] = asyncio.create_task(self._watch(session, row.duration), name=f"watch-{row.id}")
+        return session
 
-    def get(self, session_id: str) -> LiveSession | None:
-        """The live session with this id."""
-        return self._live.get(session_id)
+    async def join(self, session_id: str, offer_sdp: str) -> str:
+        """Connect a client to a live session: offer in, answer out; the session turns live on first join."""
+        session = self._live.get(session_id)
+        if session is None:
+            row = await self._store.sessions.get(session_id)
+            if row is None:
+                raise NotFound(f"session {session_id!r} does not exist")
+            raise SessionClosed(f"session {session_id!r} has ended ({row.close_reason or 'closed'})")
+        first = not session.joined
+        answer = await session.join(offer_sdp)
+        if first:
+            await self._store.sessions.set_status(session_id, Status.LIVE)
+        return answer
 
-    async def _expire(self, live: LiveSession) -> None:
+    async def _watch(self, session: Session, duration: float) -> None:
         try:
-            await asyncio.sleep(max(0.0, live.deadline - asyncio.get_running_loop().time()))
-            await self.close(live.session_id, Status.CLOSED, "duration elapsed")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + duration
+            join_wait = min(duration, self.limits.join_timeout)
+            await asyncio.sleep(join_wait)
+            if not session.joined and join_wait < duration:
+                await self.close(session.session_id, Status.CLOSED, "nobody joined in time")
+                return
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await self.close(session.session_id, Status.CLOSED, "duration elapsed")
         except asyncio.CancelledError:
             pass
         except Exception:
-            log.exception("closing expired session %s failed", live.session_id)
+            log.exception("watching session %s failed", session.session_id)
+
+    def _close_later(self, session_id: str, status: Status, reason: str) -> None:
+        task = asyncio.create_task(self.close(session_id, status, reason), name=f"close-{session_id}")
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     async def close(self, session_id: str, status: Status, reason: str) -> None:
-        """End a live session (idempotent) and record how it ended."""
-        live = self._live.pop(session_id, None)
-        if live is not None and live.expiry is not None and live.expiry is not asyncio.current_task():
-            live.expiry.cancel()
+        """End a live session (idempotent): peer closed, tasks ended, how it ended recorded."""
+        session = self._live.pop(session_id, None)
+        watcher = self._watchers.pop(session_id, None)
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+        if session is not None:
+            try:
+                await session.aclose()
+            except Exception:
+                log.exception("closing session %s failed", session_id)
+                status = Status.FAILED
         await self._store.sessions.set_status(session_id, status, reason)
 
     async def aclose(self) -> None:
         """Server shutdown: end every live session, recorded as failed."""
         self._closing = True
-        for session_id in list(self._live):
-            await self.close(session_id, Status.FAILED, "server shut down")
+        await asyncio.gather(
+            *(self.close(session_id, Status.FAILED, "server shut down") for session_id in list(self._live))
+        )
+        if self._closers:
+            await asyncio.gather(*self._closers, return_exceptions=True)

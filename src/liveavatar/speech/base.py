@@ -13,7 +13,9 @@ import numpy.typing as npt
 from liveavatar.errors import ParamError
 
 SILENCE: Final = "_"
-"""The phoneme of a pause (word gap, punctuation, leading or trailing silence) in PhonemeTiming."""
+"""The phoneme of a pause (punctuation, leading or trailing silence) in PhonemeTiming."""
+WORD_GAP: Final = " "
+"""The phoneme of a gap between words: Piper gives it frames, but speech often runs on through it."""
 
 MIN_SPEED: Final = 0.8
 MAX_SPEED: Final = 1.2
@@ -43,7 +45,7 @@ class SpeechChunk:
     """Mono signed 16-bit samples."""
     sample_rate: int
     phonemes: tuple[PhonemeTiming, ...] = ()
-    """Contiguous from 0 to `duration` when given; pauses are `SILENCE`."""
+    """Contiguous from 0 to `duration` when given; pauses are `SILENCE`, word gaps `WORD_GAP`."""
 
     @property
     def duration(self) -> float:
@@ -99,13 +101,15 @@ def timings_from_segments(segments: Iterable[tuple[str, int]], sample_rate: int)
 
 
 def merge_silences(segments: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Join neighbouring SILENCE segments and drop empty ones."""
+    """Join neighbouring SILENCE and WORD_GAP segments (a run with any SILENCE is SILENCE); drop empty ones."""
     merged: list[tuple[str, int]] = []
+    quiet = (SILENCE, WORD_GAP)
     for phoneme, samples in segments:
         if samples <= 0:
             continue
-        if merged and phoneme == SILENCE and merged[-1][0] == SILENCE:
-            merged[-1] = (SILENCE, merged[-1][1] + samples)
+        if merged and phoneme in quiet and merged[-1][0] in quiet:
+            kind = WORD_GAP if phoneme == merged[-1][0] == WORD_GAP else SILENCE
+            merged[-1] = (kind, merged[-1][1] + samples)
         else:
             merged.append((phoneme, samples))
     return merged
@@ -122,9 +126,7 @@ async def stream_sentences(
     """
     if not sentences:
         return
-    pending: asyncio.Task[SpeechChunk | None] = asyncio.create_task(
-        asyncio.to_thread(synthesize_one, sentences[0])
-    )
+    pending: asyncio.Task[SpeechChunk | None] = asyncio.create_task(asyncio.to_thread(synthesize_one, sentences[0]))
     try:
         for index in range(len(sentences)):
             chunk = await pending

@@ -75,9 +75,7 @@ class _VoiceInfo(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 @dataclass(frozen=True)
@@ -188,9 +186,7 @@ class EspeakLibrary:
         audio = np.frombuffer(b"".join(collected.audio), dtype=np.int16).copy()
         return audio, collected.events
 
-    def _on_synth(
-        self, wav: ctypes._Pointer[ctypes.c_short], count: int, events: ctypes._Pointer[_Event]
-    ) -> int:
+    def _on_synth(self, wav: ctypes._Pointer[ctypes.c_short], count: int, events: ctypes._Pointer[_Event]) -> int:
         collected = self._collected
         if collected is None:
             return 0

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from liveavatar.errors import ParamError, ProcessingError
 from liveavatar.speech.base import (
     SILENCE,
+    WORD_GAP,
     SpeechChunk,
     Voice,
     check_speed,
@@ -31,8 +32,8 @@ ENGINE: Final = "piper"
 STRESS_MARKS: Final = frozenset("ˈˌ")
 """Marks before a stressed vowel: Piper gives them frames of their own, shared out to both neighbours."""
 LENGTH_MARKS: Final = frozenset("ːˑ")
-PAUSE_SYMBOLS: Final = frozenset({"^", "$", " ", "_"})
-"""Piper's sentence start/end markers and word gaps; punctuation is recognised by its Unicode category."""
+PAUSE_SYMBOLS: Final = frozenset({"^", "$", "_"})
+"""Piper's sentence start/end markers; punctuation is recognised by its Unicode category."""
 
 
 class PiperModel(Protocol):
@@ -43,9 +44,7 @@ class PiperModel(Protocol):
         """The voice's PiperConfig (sample_rate, length_scale)."""
         ...
 
-    def synthesize(
-        self, text: str, syn_config: Any = None, include_alignments: bool = False
-    ) -> Iterable[Any]:
+    def synthesize(self, text: str, syn_config: Any = None, include_alignments: bool = False) -> Iterable[Any]:
         """Yield piper.AudioChunk objects, one per sentence Piper finds in `text`."""
         ...
 
@@ -164,13 +163,16 @@ def merge_alignments(alignments: Sequence[tuple[str, int]]) -> list[tuple[str, i
 
     Stress marks give their samples half to the sound before (when there is one in the same word) and
     half to the vowel they mark; length marks and diacritics join the phoneme before them; sentence
-    markers, word gaps and punctuation become SILENCE. The sample total is kept exactly.
+    markers and punctuation become SILENCE, spaces WORD_GAP. The sample total is kept exactly.
     """
     out: list[list[Any]] = []  # [phoneme, samples, sounding]
     carry = 0  # samples owed to the next sounding phoneme
     for symbol, samples in alignments:
         previous_sounds = bool(out) and out[-1][2]
-        if symbol in PAUSE_SYMBOLS:  # before the modifier test: "^" is a modifier symbol to Unicode
+        if symbol.isspace():
+            out.append([WORD_GAP, samples + carry, False])
+            carry = 0
+        elif symbol in PAUSE_SYMBOLS:  # before the modifier test: "^" is a modifier symbol to Unicode
             out.append([SILENCE, samples + carry, False])
             carry = 0
         elif symbol in STRESS_MARKS:
@@ -207,7 +209,7 @@ def _is_modifier(symbol: str) -> bool:
 
 
 def _is_pause(symbol: str) -> bool:
-    return not symbol.strip() or all(unicodedata.category(c).startswith(("P", "Z")) for c in symbol)
+    return all(unicodedata.category(c).startswith(("P", "Z")) for c in symbol)
 
 
 def _fit(segments: list[tuple[str, int]], total: int) -> list[tuple[str, int]]:

@@ -121,9 +121,7 @@ def normalize_language(code: str) -> str:
 class VoiceRegistry:
     """The voices a process can speak with, and the one shared backend per engine."""
 
-    def __init__(
-        self, voices: Iterable[Voice], factories: Mapping[str, Callable[[], TTS]] = TTS_FACTORIES
-    ) -> None:
+    def __init__(self, voices: Iterable[Voice], factories: Mapping[str, Callable[[], TTS]] = TTS_FACTORIES) -> None:
         self._voices = list(voices)
         self._by_id = {voice.voice_id: voice for voice in self._voices}
         self._factories = factories

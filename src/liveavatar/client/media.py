@@ -1,0 +1,87 @@
+"""Client-side media: a microphone track fed from a WAV file or from PCM frames."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+RATE = 48_000
+FRAME = 960  # 20 ms
+
+
+def resample(samples: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
+    """Mono int16 samples at `rate` -> 48 kHz (linear interpolation: plenty for speech)."""
+    if rate == RATE or len(samples) == 0:
+        return samples.astype(np.int16, copy=False)
+    duration = len(samples) / rate
+    target = np.arange(int(duration * RATE)) / RATE
+    source = np.arange(len(samples)) / rate
+    return np.interp(target, source, samples.astype(np.float32)).astype(np.int16)
+
+
+def read_wav(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
+    """A 16-bit PCM WAV file as mono samples and its sample rate."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+        channels = wav.getnchannels()
+        rate = wav.getframerate()
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return data, rate
+
+
+class MicrophoneTrack(MediaStreamTrack):
+    """An outbound audio track: plays what is `push()`ed (any rate), silence otherwise, in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = np.zeros(0, dtype=np.int16)
+        self._index = 0
+        self._start: float | None = None
+        self._time_base = fractions.Fraction(1, RATE)
+        self.drained = asyncio.Event()
+        """Set whenever everything pushed so far has been sent."""
+        self.drained.set()
+
+    def push(self, samples: npt.NDArray[np.int16], rate: int = RATE) -> None:
+        """Queue mono int16 samples to be sent after what is queued already."""
+        self._buffer = np.concatenate([self._buffer, resample(samples, rate)])
+        if len(self._buffer):
+            self.drained.clear()
+
+    def push_wav(self, path: str | Path) -> None:
+        """Queue a WAV file."""
+        samples, rate = read_wav(path)
+        self.push(samples, rate)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        delay = self._start + self._index * FRAME / RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk, self._buffer = self._buffer[:FRAME], self._buffer[FRAME:]
+        if len(chunk) < FRAME:
+            chunk = np.concatenate([chunk, np.zeros(FRAME - len(chunk), dtype=np.int16)])
+            self.drained.set()
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._index * FRAME
+        frame.time_base = self._time_base
+        self._index += 1
+        return frame

@@ -1,0 +1,137 @@
+"""Outbound media: 20 ms Opus-bound audio frames and 25 fps video frames, paced on one session clock."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from typing import Protocol
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+AUDIO_RATE = 48_000
+AUDIO_PTIME = 0.020
+AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)
+VIDEO_FPS = 25
+VIDEO_CLOCK = 90_000
+VIDEO_TICKS = VIDEO_CLOCK // VIDEO_FPS
+
+
+class MediaSource(Protocol):
+    """What a session shows and plays; times are seconds on the session's media clock."""
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """Width and height of the video frames (even numbers)."""
+        ...
+
+    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
+        """The BGR frame to show at time `t`."""
+        ...
+
+    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
+        """The AUDIO_SAMPLES mono samples (48 kHz) that start playing at time `t`."""
+        ...
+
+
+class MediaClock:
+    """The session clock both tracks pace on: t = 0 when the first frame is handed out."""
+
+    def __init__(self) -> None:
+        self._origin: float | None = None
+
+    def now(self) -> float:
+        """Seconds since the clock started (0 before it starts)."""
+        if self._origin is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._origin
+
+    def start(self) -> float:
+        """Start the clock if it is not running; returns its origin in loop time."""
+        if self._origin is None:
+            self._origin = asyncio.get_running_loop().time()
+        return self._origin
+
+    async def wait_until(self, t: float) -> None:
+        """Sleep until session time `t` (returns at once when late)."""
+        delay = self.start() + t - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class AvatarAudioTrack(MediaStreamTrack):
+    """Server -> client audio: 48 kHz mono s16, one 20 ms frame per recv(), paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, source: MediaSource, clock: MediaClock) -> None:
+        super().__init__()
+        self._source = source
+        self._clock = clock
+        self._index = 0
+        self._time_base = fractions.Fraction(1, AUDIO_RATE)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        t = self._index * AUDIO_PTIME
+        await self._clock.wait_until(t)
+        samples = self._source.audio_frame(t)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._index * AUDIO_SAMPLES
+        frame.time_base = self._time_base
+        self._index += 1
+        return frame
+
+
+class AvatarVideoTrack(MediaStreamTrack):
+    """Server -> client video: 25 fps, 90 kHz timestamps (pts = n * 3600)."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaSource, clock: MediaClock) -> None:
+        super().__init__()
+        self._source = source
+        self._clock = clock
+        self._index = 0
+        self._time_base = fractions.Fraction(1, VIDEO_CLOCK)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        t = self._index / VIDEO_FPS
+        await self._clock.wait_until(t)
+        # OpenCV's I420 conversion is several times faster than PyAV's reformat.
+        yuv = np.asarray(cv2.cvtColor(self._source.video_frame(t), cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = self._index * VIDEO_TICKS
+        frame.time_base = self._time_base
+        self._index += 1
+        return frame
+
+
+class StillSource:
+    """A still portrait and silence: real frames and real audio for a session with nothing to say."""
+
+    def __init__(self, image_bgr: npt.NDArray[np.uint8]) -> None:
+        height, width = image_bgr.shape[:2]
+        self._image = np.ascontiguousarray(image_bgr[: height - height % 2, : width - width % 2])
+        self._silence = np.zeros(AUDIO_SAMPLES, dtype=np.int16)
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """Width and height of the portrait."""
+        return self._image.shape[1], self._image.shape[0]
+
+    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
+        """The portrait."""
+        return self._image
+
+    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
+        """Silence."""
+        return self._silence

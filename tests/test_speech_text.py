@@ -1,0 +1,132 @@
+"""Pronunciation maps and sentence splitting (whole text and token by token)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liveavatar.speech.text import LONG_SENTENCE, SentenceSplitter, apply_pron_map, split_sentences
+
+
+def _no_space(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _feed_all(fragments: list[str]) -> list[str]:
+    splitter = SentenceSplitter()
+    sentences: list[str] = []
+    for fragment in fragments:
+        sentences.extend(splitter.feed(fragment))
+    last = splitter.flush()
+    if last is not None:
+        sentences.append(last)
+    return sentences
+
+
+# --- pron_map ---------------------------------------------------------------------------------------
+
+
+def test_pron_map_whole_word_case_insensitive() -> None:
+    pron = {"sql": "sequel", "AKool": "ay cool"}
+    assert apply_pron_map("SQL and Sql, akool! SQLite mysql", pron) == "sequel and sequel, ay cool! SQLite mysql"
+
+
+def test_pron_map_longest_key_first_and_punctuation_keys() -> None:
+    pron = {"New York": "NY", "New York City": "the big apple", "C++": "C plus plus", "e.g.": "for example"}
+    text = "New York City is not New York; C++ is fun, e.g. templates."
+    assert apply_pron_map(text, pron) == "the big apple is not NY; C plus plus is fun, for example templates."
+
+
+def test_pron_map_escapes_regex_and_ignores_empty() -> None:
+    assert apply_pron_map("a.b axb (x)", {"a.b": "dot", "(x)": "ex", "": "nothing"}) == "dot axb ex"
+    assert apply_pron_map("unchanged", None) == "unchanged"
+    assert apply_pron_map("unchanged", {}) == "unchanged"
+
+
+def test_pron_map_values_are_not_rescanned() -> None:
+    assert apply_pron_map("cat dog", {"cat": "dog", "dog": "cat"}) == "dog cat"
+
+
+# --- sentences --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello world. How are you? Fine!", ["Hello world.", "How are you?", "Fine!"]),
+        ("It costs 3.5 dollars. Cheap.", ["It costs 3.5 dollars.", "Cheap."]),
+        ("Dr. Smith met Mr. Jones. They talked.", ["Dr. Smith met Mr. Jones.", "They talked."]),
+        ("Fruit, e.g. apples, etc. are fine. Yes.", ["Fruit, e.g. apples, etc. are fine.", "Yes."]),
+        ("Well... maybe later. Or not…", ["Well... maybe later.", "Or not…"]),
+        ("J. R. R. Tolkien wrote it. Really?!", ["J. R. R. Tolkien wrote it.", "Really?!"]),
+        ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
+        ("你好。我很好！你呢？", ["你好。", "我很好！", "你呢？"]),
+        ("First line\nsecond line\n\nthird", ["First line", "second line", "third"]),
+        ("See example.com for v1.2.3 now", ["See example.com for v1.2.3 now"]),
+        ("   ", []),
+        ("", []),
+    ],
+)
+def test_split_sentences(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+def test_long_sentence_is_cut_at_a_clause_boundary() -> None:
+    clause = "this clause goes on and on, "
+    text = clause * 20 + "and finally ends."
+    sentences = split_sentences(text)
+    assert len(sentences) > 1
+    assert all(s.endswith(",") for s in sentences[:-1])
+    assert all(len(s) <= LONG_SENTENCE + len(clause) for s in sentences)
+    assert _no_space("".join(sentences)) == _no_space(text)
+
+
+def test_very_long_text_without_punctuation_is_cut_at_spaces() -> None:
+    text = " ".join(["word"] * 300)
+    sentences = split_sentences(text)
+    assert len(sentences) > 1
+    assert " ".join(sentences) == text
+
+
+def test_incremental_splitter_waits_for_the_next_word() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.feed("It costs 3.") == []
+    assert splitter.feed("5 dollars. ") == []  # "dollars." could still be "Dr."-like: wait for the next word
+    assert splitter.feed("Then") == ["It costs 3.5 dollars."]
+    assert splitter.feed(" we left") == []
+    assert splitter.flush() == "Then we left"
+    assert splitter.flush() is None
+
+
+def test_incremental_token_by_token_matches_whole_text() -> None:
+    text = "Hello there, Dr. Who! It is 3.14 today... or is it? 你好。 Bye.\nNew line"
+    tokens = re.findall(r"\S+|\s+", text)
+    assert _feed_all(tokens) == split_sentences(text)
+    assert _feed_all(list(text)) == split_sentences(text)
+
+
+_PIECES = [*"aAbBzZ09 .,;:!?…。！？，\n\"')", "Mr.", "3.5", "...", "e.g.", "etc. ", "Dr", "\u3000"]
+_texts = st.lists(st.sampled_from(_PIECES), max_size=80).map("".join)
+_long_texts = st.lists(
+    st.sampled_from(["word ", "Word ", "3.5 ", "Dr. ", ", ", "; ", "... ", ". ", "x", "\n"]), max_size=150
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_texts, _long_texts))
+def test_sentences_keep_the_text(text: str) -> None:
+    sentences = split_sentences(text)
+    assert _no_space("".join(sentences)) == _no_space(text)
+    assert all(s and s == s.strip() for s in sentences)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_texts, _long_texts), st.data())
+def test_any_fragmentation_gives_the_same_sentences(text: str, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(text)), max_size=12)))
+    bounds = [0, *cuts, len(text)]
+    fragments = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert _feed_all(fragments) == split_sentences(text)

@@ -1,0 +1,173 @@
+"""Voice discovery, the voice registry, and the deterministic FakeTTS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from liveavatar.errors import NotFound, ParamError
+from liveavatar.speech.base import SILENCE, TTS, WORD_GAP, SpeechChunk
+from liveavatar.speech.espeak import EspeakTTS, EspeakVoiceInfo
+from liveavatar.speech.fake import FAKE_VOICE, FakeTTS
+from liveavatar.speech.piper import PiperTTS
+from liveavatar.speech.voices import (
+    PIPER_JOE,
+    VoiceRegistry,
+    default_registry,
+    discover_voices,
+    espeak_voices,
+    normalize_language,
+)
+
+
+@pytest.fixture(scope="module")
+def registry() -> VoiceRegistry:
+    return default_registry()
+
+
+def test_discover_lists_joe_and_many_espeak_languages() -> None:
+    voices = discover_voices()
+    assert voices[0] == PIPER_JOE
+    espeak = [v for v in voices if v.engine == "espeak"]
+    assert len(espeak) > 100
+    assert len({v.voice_id for v in voices}) == len(voices)
+    by_id = {v.voice_id: v for v in voices}
+    german = by_id["espeak-de"]
+    assert (german.language, german.language_name, german.engine_voice) == ("de", "German", "gmw/de")
+    assert german.gender in ("male", "female", "neutral")
+    assert by_id["espeak-pt-br"].language == "pt-BR"
+    assert "zh" in by_id["espeak-cmn"].aliases
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [("pt-br", "pt-BR"), ("EN_us", "en-US"), ("cmn-latn-pinyin", "cmn-Latn-pinyin"), ("es-419", "es-419"),
+     ("en-gb-x-rp", "en-GB-x-rp"), ("de", "de")],
+)  # fmt: skip
+def test_normalize_language(code: str, expected: str) -> None:
+    assert normalize_language(code) == expected
+
+
+def test_shared_language_codes_go_to_the_best_voice_only() -> None:
+    infos = [
+        EspeakVoiceInfo("French (Belgium)", "roa/fr-BE", 1, ((5, "fr-be"), (8, "fr"))),
+        EspeakVoiceInfo("French (France)", "roa/fr", 2, ((5, "fr-fr"), (5, "fr"))),
+        EspeakVoiceInfo("Odd", "x/odd", 0, ((5, "qq"),)),
+    ]
+    belgian, french, odd = espeak_voices(infos)
+    assert (belgian.voice_id, belgian.language, belgian.aliases) == ("espeak-fr-be", "fr-BE", ())
+    assert (french.voice_id, french.language, french.aliases, french.gender) == (
+        "espeak-fr",
+        "fr-FR",
+        ("fr",),
+        "female",
+    )
+    assert odd.gender == "neutral"
+
+
+def test_registry_lists_filters_and_gets(registry: VoiceRegistry) -> None:
+    assert registry.get("piper-en-us-joe") == PIPER_JOE
+    assert registry.get("no-such-voice") is None
+    assert [v.voice_id for v in registry.list(name="JOE")] == ["piper-en-us-joe"]
+    assert {v.language for v in registry.list(name="portuguese")} == {"pt", "pt-BR"}
+    assert registry.list(gender="female") == [v for v in registry.list() if v.gender == "female"]
+    assert PIPER_JOE in registry.list(gender="male")
+
+
+def test_registry_languages_one_entry_each_sorted(registry: VoiceRegistry) -> None:
+    languages = registry.languages()
+    codes = [code for code, _ in languages]
+    assert codes == sorted(set(codes))
+    names = dict(languages)
+    assert names["en"] == "English"
+    assert names["de"] == "German"
+    assert names["pt-BR"] == "Portuguese (Brazil)"
+    assert len(languages) > 100
+
+
+@pytest.mark.parametrize(
+    ("language", "voice_id"),
+    [
+        (None, "piper-en-us-joe"),
+        ("en", "piper-en-us-joe"),
+        ("en-US", "piper-en-us-joe"),
+        ("EN-au", "piper-en-us-joe"),
+        ("en-GB", "espeak-en"),
+        ("de", "espeak-de"),
+        ("de-AT", "espeak-de"),
+        ("fr", "espeak-fr"),
+        ("pt-BR", "espeak-pt-br"),
+        ("pt", "espeak-pt"),
+        ("zh", "espeak-cmn"),
+        ("zh-CN", "espeak-cmn"),
+    ],
+)
+def test_default_voice(registry: VoiceRegistry, language: str | None, voice_id: str) -> None:
+    assert registry.default_voice(language).voice_id == voice_id
+
+
+def test_default_voice_for_an_unknown_language_is_a_param_error(registry: VoiceRegistry) -> None:
+    with pytest.raises(ParamError, match="xx-YY"):
+        registry.default_voice("xx-YY")
+
+
+def test_tts_for_creates_each_backend_once() -> None:
+    made: list[str] = []
+
+    def counting(engine: str, factory: Callable[[], TTS]) -> Callable[[], TTS]:
+        def make() -> TTS:
+            made.append(engine)
+            return factory()
+
+        return make
+
+    registry = VoiceRegistry(
+        discover_voices(), {"piper": counting("piper", PiperTTS), "espeak": counting("espeak", EspeakTTS)}
+    )
+    joe = registry.tts_for(PIPER_JOE)
+    assert isinstance(joe, PiperTTS)
+    german = registry.default_voice("de")
+    assert isinstance(registry.tts_for(german), EspeakTTS)
+    assert registry.tts_for(registry.default_voice("fr")) is registry.tts_for(german)
+    assert registry.tts_for(PIPER_JOE) is joe
+    assert made == ["piper", "espeak"]
+    with pytest.raises(NotFound):
+        registry.tts_for(FAKE_VOICE)
+
+
+async def test_fake_tts_is_deterministic_through_the_registry() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    registry = VoiceRegistry([FAKE_VOICE], {"fake": lambda: FakeTTS(delay_s=0.25, sleep=sleep)})
+    tts = registry.tts_for(FAKE_VOICE)
+    chunks: list[SpeechChunk] = [c async for c in tts.synthesize("Hi there. Go!", FAKE_VOICE, speed=1.0)]
+    again = [c async for c in tts.synthesize("Hi there. Go!", FAKE_VOICE)]
+    assert slept == [0.25] * 4
+    assert [c.text for c in chunks] == ["Hi there.", "Go!"]
+    first = chunks[0]
+    assert [p.phoneme for p in first.phonemes] == ["h", "i", WORD_GAP, "t", "h", "e", "r", "e", SILENCE]
+    assert first.phonemes[1].start == pytest.approx(round(22050 * 0.08) / 22050)
+    assert first.phonemes[-1].end == pytest.approx(first.duration)
+    assert np.array_equal(first.audio, again[0].audio)
+    assert np.abs(first.audio[: round(22050 * 0.08)].astype(np.int32)).max() > 1000
+
+
+async def test_fake_tts_speed_pron_map_and_requests() -> None:
+    fake = FakeTTS()
+    [slow] = [c async for c in fake.synthesize("abc", FAKE_VOICE, speed=0.8)]
+    [fast] = [c async for c in fake.synthesize("abc", FAKE_VOICE, speed=1.2, pron_map={"abc": "xy"})]
+    assert slow.duration == pytest.approx(3 * 0.08 / 0.8, abs=1e-4)
+    assert [p.phoneme for p in fast.phonemes] == ["x", "y"]
+    assert fast.text == "abc"
+    assert fast.duration == pytest.approx(2 * 0.08 / 1.2, abs=1e-4)
+    assert [(r.text, r.speed, dict(r.pron_map)) for r in fake.requests] == [
+        ("abc", 0.8, {}),
+        ("abc", 1.2, {"abc": "xy"}),
+    ]
+    with pytest.raises(ParamError):
+        [c async for c in fake.synthesize("abc", FAKE_VOICE, speed=3.0)]
