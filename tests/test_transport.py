@@ -223,3 +223,48 @@ async def test_disconnect_and_duration_end_sessions(make_server: Callable[..., S
         assert expired["status"] == 3 and expired["close_reason"] == "duration elapsed"
         assert other_conn.video.qsize() > 25
         await other_conn.aclose()
+
+
+async def test_microphone_and_camera_reach_the_server(api: LiveAvatarApi, deployment: Deployment, tmp_path: Any) -> None:
+    import wave
+
+    from aiortc.mediastreams import VideoStreamTrack
+
+    from liveavatar.client import MicrophoneTrack
+
+    wav = tmp_path / "tone.wav"
+    tone = (np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000) * 8000).astype(np.int16)
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(tone.tobytes())
+    mic = MicrophoneTrack()
+    mic.push_wav(wav)
+    session = await api.create_session("astronaut")
+    before = httpx.get(deployment.server.url + "/healthz").json()
+    conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, microphone=mic, camera=VideoStreamTrack())
+    try:
+        await asyncio.wait_for(mic.drained.wait(), 10)
+        await asyncio.sleep(0.5)
+        after = httpx.get(deployment.server.url + "/healthz").json()
+        assert after["inbound_audio_frames"] - before["inbound_audio_frames"] >= 40  # 1 s of 20 ms frames
+        assert after["inbound_video_frames"] > before["inbound_video_frames"]
+        await asyncio.wait_for(conn.video.get(), 10)  # and the avatar still streams to us
+    finally:
+        await conn.aclose()
+
+
+async def test_server_shutdown_ends_peers_and_records_failure(make_server: Callable[..., Server]) -> None:
+    server = make_server().start()
+    async with LiveAvatarApi(server.url, api_key=create_key(server.data_dir, "k", server.env)) as api:
+        session, conn = await _join(api)
+        ended = asyncio.Event()
+        conn.pc.on("connectionstatechange", lambda: conn.pc.connectionState in ("closed", "failed") and ended.set())
+        await asyncio.wait_for(conn.video.get(), 10)
+        await asyncio.to_thread(server.stop)
+        await asyncio.wait_for(ended.wait(), 40)
+        await conn.aclose()
+        server.start()
+        detail = await api.session(session["_id"])
+        assert detail["status"] == 4 and detail["close_reason"] == "server shut down"

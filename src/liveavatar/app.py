@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, object]:
-        return {"ok": True, "live_sessions": services.host.live_count, "capacity": services.host.capacity}
+        return {"ok": True, **services.host.stats()}
 
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

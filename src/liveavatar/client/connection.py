@@ -71,9 +71,11 @@ class Connection:
                 pc.addTransceiver(microphone, direction="sendrecv")
             else:
                 pc.addTransceiver("audio", direction="recvonly")
-            pc.addTransceiver("video", direction="recvonly")
+            # The camera shares the avatar video's m-line (sendrecv): one video transceiver each way.
             if camera is not None:
-                pc.addTransceiver(camera, direction="sendonly")
+                pc.addTransceiver(camera, direction="sendrecv")
+            else:
+                pc.addTransceiver("video", direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
             async with httpx.AsyncClient(timeout=timeout) as http:
                 response = await http.post(

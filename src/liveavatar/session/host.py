@@ -69,6 +69,17 @@ class SessionHost:
         """Sessions held now, including those being created."""
         return len(self._live) + self._reserved
 
+    def stats(self) -> dict[str, int]:
+        """Counters for health checks: sessions held, capacity, media frames received from clients."""
+        sessions = list(self._live.values())
+        return {
+            "live_sessions": self.live_count,
+            "capacity": self.capacity,
+            "joined_sessions": sum(1 for s in sessions if s.joined),
+            "inbound_audio_frames": sum(s.inbound_frames["audio"] for s in sessions),
+            "inbound_video_frames": sum(s.inbound_frames["video"] for s in sessions),
+        }
+
     async def start(self) -> None:
         """Mark sessions a previous, dead server left live as failed."""
         failed = await self._store.sessions.fail_orphans("server restarted while the session was live")

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import av
+
 from liveavatar.clock import new_id
 from liveavatar.errors import NoPermission
 from liveavatar.protocol import (
@@ -59,6 +61,8 @@ class Session:
         self.source = source
         self.clock = MediaClock()
         self.joined = False
+        self.inbound_frames = {"audio": 0, "video": 0}
+        """Frames received from the client's microphone and camera."""
         self._voices = voices
         self._ice_servers = ice_servers
         self._rejoin_grace = rejoin_grace
@@ -99,7 +103,13 @@ class Session:
         if self._peer is not None:
             await self._peer.aclose()
         peer = Peer(
-            self.source, self.clock, self._ice_servers, on_message=self._on_message, on_state=self._on_peer_state
+            self.source,
+            self.clock,
+            self._ice_servers,
+            on_message=self._on_message,
+            on_state=self._on_peer_state,
+            on_audio=self._on_microphone,
+            on_video=self._on_camera,
         )
         self._peer = peer
         try:
@@ -128,6 +138,12 @@ class Session:
         await asyncio.sleep(self._rejoin_grace)
         self._grace_task = None
         self._end(Status.CLOSED, "client disconnected")
+
+    def _on_microphone(self, frame: av.AudioFrame) -> None:
+        self.inbound_frames["audio"] += 1
+
+    def _on_camera(self, frame: av.VideoFrame) -> None:
+        self.inbound_frames["video"] += 1
 
     # --- stream messages -----------------------------------------------------------------------
 
