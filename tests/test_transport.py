@@ -225,7 +225,9 @@ async def test_disconnect_and_duration_end_sessions(make_server: Callable[..., S
         await other_conn.aclose()
 
 
-async def test_microphone_and_camera_reach_the_server(api: LiveAvatarApi, deployment: Deployment, tmp_path: Any) -> None:
+async def test_microphone_and_camera_reach_the_server(
+    api: LiveAvatarApi, deployment: Deployment, tmp_path: Any
+) -> None:
     import wave
 
     from aiortc.mediastreams import VideoStreamTrack
@@ -242,12 +244,13 @@ async def test_microphone_and_camera_reach_the_server(api: LiveAvatarApi, deploy
     mic = MicrophoneTrack()
     mic.push_wav(wav)
     session = await api.create_session("astronaut")
-    before = httpx.get(deployment.server.url + "/healthz").json()
+    health = deployment.server.url + "/healthz"
+    before = (await asyncio.to_thread(httpx.get, health)).json()
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, microphone=mic, camera=VideoStreamTrack())
     try:
         await asyncio.wait_for(mic.drained.wait(), 10)
         await asyncio.sleep(0.5)
-        after = httpx.get(deployment.server.url + "/healthz").json()
+        after = (await asyncio.to_thread(httpx.get, health)).json()
         assert after["inbound_audio_frames"] - before["inbound_audio_frames"] >= 40  # 1 s of 20 ms frames
         assert after["inbound_video_frames"] > before["inbound_video_frames"]
         await asyncio.wait_for(conn.video.get(), 10)  # and the avatar still streams to us
