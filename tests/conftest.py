@@ -29,16 +29,22 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One avatar pack cache for every server of the run (packs are built once)."""
+    return tmp_path_factory.mktemp("packs")
+
+
 @pytest.fixture(scope="module")
 def make_server(
-    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pack_dir: Path
 ) -> Iterator[Callable[..., Server]]:
     """Factory for servers on this module's backend, each with its own data dir and database; stopped at the end."""
     servers: list[Server] = []
 
     def make(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
         data_dir: Path = tmp_path_factory.mktemp("data")
-        env = dict(env or {})
+        env = {"LIVEAVATAR_PACK_DIR": str(pack_dir), **(env or {})}
         if backend == "postgresql":
             pg: Postgres = request.getfixturevalue("postgres")
             env["LIVEAVATAR_DATABASE_URL"] = pg.create_database(f"t{next(_db_names)}")

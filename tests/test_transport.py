@@ -95,21 +95,25 @@ async def test_chat_round_trip_in_retelling_mode(api: LiveAvatarApi) -> None:
 
 
 async def test_chunked_chat_on_a_small_transport_profile(api: LiveAvatarApi) -> None:
-    session = await api.create_session("astronaut", transport_profile="agora")
+    session = await api.create_session("astronaut", transport_profile="agora", language="zh")
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, profile="agora")
     try:
-        text = "Ünïcödé and emoji 🎉 " * 120  # ~2.6 KB: several 1 KB chunks each way
+        text = "你好世界我们在测试" * 60  # 1.6 KB, one long piece: several 1 KB chunks each way
         conn.send_chat(text)
         sizes: list[int] = []
         parts: list[str] = []
-        while True:
+        while len(sizes) < 2:  # the first piece, as it starts playing
             message = await conn.next_message(_is("chat", **{"from": "bot"}), timeout=30)
             sizes.append(len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()))
             parts.append(message["pld"]["text"])
-            if message["fin"]:
-                break
-        assert "".join(parts) == text.strip()
-        assert len(parts) > 2 and max(sizes) <= 1024
+        assert (await conn.interrupt())["pld"]["code"] == 1000
+        while not message["fin"]:
+            message = await conn.next_message(_is("chat", **{"from": "bot"}), timeout=10)
+            parts.append(message["pld"]["text"])
+        assert len(parts) >= 2 and max(sizes) <= 1024 and max(sizes) > 900  # full chunks, never over the limit
+        assert text.startswith("".join(parts))
+        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        assert transcript["messages"][0] == {"from": "user", "text": text}  # reassembled exactly
     finally:
         await conn.aclose()
 

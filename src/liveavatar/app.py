@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ def build_services(settings: Settings) -> Services:
     """Everything the server needs, created (not started) from the settings."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
-    avatars = AvatarRegistry(settings.data_dir / "avatars")
+    avatars = AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir)
     voices = VoiceRegistry(discover_voices())
     limits = HostLimits(settings.max_sessions, settings.join_token_ttl, settings.rejoin_grace)
     advertise_hosts(settings.ice_hosts)
@@ -43,7 +44,14 @@ def build_services(settings: Settings) -> Services:
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         avatars=avatars,
         voices=voices,
-        host=SessionHost(store, limits, avatars=avatars, voices=voices, ice_servers=settings.ice_servers),
+        host=SessionHost(
+            store,
+            limits,
+            avatars=avatars,
+            voices=voices,
+            ice_servers=settings.ice_servers,
+            allow_private_urls=settings.allow_private_urls,
+        ),
     )
 
 
@@ -54,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await services.store.migrate()
+        await asyncio.to_thread(services.avatars.prepare)
         await services.host.start()
         try:
             yield

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -16,10 +16,15 @@ from liveavatar.config import Settings
 from liveavatar.security import generate_key, hash_key, key_prefix
 from liveavatar.store import Store
 
+if TYPE_CHECKING:
+    from liveavatar.render.avatars import AvatarRegistry
+
 T = TypeVar("T")
 app = typer.Typer(help="liveavatar: self-hosted streaming avatars.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Create, list, revoke and disable API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+avatar_app = typer.Typer(help="Build and list avatars.", no_args_is_help=True)
+app.add_typer(avatar_app, name="avatar")
 
 DataDir = Annotated[
     Path | None,
@@ -157,6 +162,87 @@ def keys_disable(ref: KeyRef, data_dir: DataDir = None) -> None:
 def keys_enable(ref: KeyRef, data_dir: DataDir = None) -> None:
     """Enable a disabled key again."""
     _change_key(ref, data_dir, "enabled", disabled=False)
+
+
+def _registry(settings: Settings) -> AvatarRegistry:
+    from liveavatar.render.avatars import AvatarRegistry
+
+    return AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir)
+
+
+def _progress(stage: str, fraction: float) -> None:
+    typer.echo(f"  [{fraction * 100:3.0f}%] {stage}")
+
+
+@avatar_app.command("build")
+def avatar_build(
+    image: Annotated[Path, typer.Argument(help="A portrait photo: frontal face, closed mouth, face >= 150 px.")],
+    avatar_id: Annotated[str, typer.Option("--id", help="Avatar id (letters and digits).")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    gender: Annotated[str, typer.Option(help="female or male.")] = "female",
+    data_dir: DataDir = None,
+) -> None:
+    """Build an avatar from a portrait photo; it is listed by the server from then on."""
+    from liveavatar.errors import LiveAvatarError
+
+    registry = _registry(load_settings(data_dir))
+    typer.echo(f"building avatar {avatar_id!r} from {image}")
+    try:
+        registry.add(image, avatar_id=avatar_id, name=name, gender=gender, progress=_progress)
+    except LiveAvatarError as exc:
+        typer.echo(f"cannot build this avatar: {exc.msg}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"avatar {avatar_id!r} is ready")
+
+
+@avatar_app.command("list")
+def avatar_list(data_dir: DataDir = None) -> None:
+    """List installed avatars."""
+    for avatar in _registry(load_settings(data_dir)).list():
+        typer.echo(f"{avatar.avatar_id:<20} {avatar.name:<20} {avatar.gender:<8} {avatar.image}")
+
+
+@app.command()
+def render(
+    avatar: Annotated[str, typer.Option(help="Avatar id (see `avatar list`).")],
+    text: Annotated[str, typer.Option(help="What the avatar says.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The MP4 file to write.")],
+    voice: Annotated[str | None, typer.Option(help="Voice id (default: the language's voice).")] = None,
+    language: Annotated[str | None, typer.Option(help="Language code, e.g. en, de.")] = None,
+    speed: Annotated[float, typer.Option(min=0.8, max=1.2, help="Speaking rate.")] = 1.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Render a clip: the same audio and video a live session would send."""
+    from liveavatar.errors import LiveAvatarError
+    from liveavatar.session.clip import render_clip
+    from liveavatar.speech.voices import VoiceRegistry, discover_voices
+
+    settings = load_settings(data_dir)
+    registry = _registry(settings)
+    voices = VoiceRegistry(discover_voices())
+    if registry.get(avatar) is None:
+        typer.echo(f"no avatar {avatar!r}; installed: {', '.join(a.avatar_id for a in registry.list())}", err=True)
+        raise typer.Exit(1)
+    try:
+        chosen = voices.get(voice) if voice else voices.default_voice(language)
+        if chosen is None:
+            raise typer.BadParameter(f"no voice {voice!r}", param_hint="--voice")
+        pack = registry.pack(avatar)
+        seconds = asyncio.run(
+            render_clip(
+                pack,
+                text,
+                output,
+                tts=voices.tts_for(chosen),
+                voice=chosen,
+                speed=speed,
+                progress=lambda f: typer.echo(f"  rendering {f * 100:3.0f}%"),
+            )
+        )
+    except LiveAvatarError as exc:
+        typer.echo(f"cannot render: {exc.msg}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {output} ({seconds:.1f} s, voice {chosen.voice_id})")
 
 
 def main() -> None:

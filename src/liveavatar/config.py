@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; SQLite file in the data dir when unset. `postgresql://` works as is."""
     log_level: str = "info"
+    pack_dir: Path | None = None
+    """Where built avatar packs are cached; `<data_dir>/avatars/packs` when unset."""
 
     max_sessions: int = Field(8, ge=1)
     """Live sessions (queueing or processing) this server holds at once; more get 1215."""

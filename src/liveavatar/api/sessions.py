@@ -65,7 +65,7 @@ async def _check_references(body: SessionCreate, owner_id: int, services: Servic
         raise NotFound(f"avatar {body.avatar_id!r} does not exist")
     if body.voice_id is not None and services.voices.get(body.voice_id) is None:
         raise NotFound(f"voice {body.voice_id!r} does not exist")
-    if body.language is not None and body.language not in {code for code, _ in services.voices.languages()}:
+    if body.language is not None and not services.voices.speaks(body.language):
         raise ParamError(f"language {body.language!r} is not supported")
     if body.knowledge_id is not None and await services.store.knowledge.get(body.knowledge_id, owner_id) is None:
         raise NotFound(f"knowledge base {body.knowledge_id!r} does not exist")
@@ -138,3 +138,17 @@ async def list_sessions(
     count, rows = await services.store.sessions.page(principal.key_id, page=page, size=size, status=status)
     base = base_url(request, services)
     return ok({"count": count, "page": page, "size": size, "result": [session_view(r, services, base) for r in rows]})
+
+
+@router.get("/transcript", summary="What was said in a live session (liveavatar extension)")
+async def session_transcript(
+    principal: Auth, services: ServicesDep, id: Annotated[str, Query(min_length=1)]
+) -> Any:
+    """The client's messages and what the user actually heard of each reply, plus interrupt timings."""
+    row = await services.store.sessions.get(id, principal.key_id)
+    if row is None:
+        raise NotFound(f"session {id!r} does not exist")
+    session = services.host.get(id)
+    if session is None:
+        return ok({"live": False, "messages": [], "interrupts": []})
+    return ok({"live": True, "messages": session.history, "interrupts": session.interrupts})

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import logging
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
+
+from liveavatar.render.pack import AvatarPack
+
+log = logging.getLogger(__name__)
 
 Gender = Literal["male", "female"]
 PREVIEW_SIZE = 512
@@ -47,6 +56,12 @@ BUILTIN_PORTRAITS = (
 )
 
 
+def builtin_portraits() -> dict[str, tuple[str, str, Path]]:
+    """Installed built-in portraits: avatar id -> (name, gender, image path)."""
+    found = {p.avatar_id: (p.name, p.gender, p.path()) for p in BUILTIN_PORTRAITS}
+    return {avatar_id: (name, gender, path) for avatar_id, (name, gender, path) in found.items() if path is not None}
+
+
 @dataclass(frozen=True)
 class Avatar:
     """An installed avatar."""
@@ -84,17 +99,34 @@ def square_crop(image: Any) -> Any:
     return image[top : top + side, left : left + side]
 
 
-class AvatarRegistry:
-    """The avatars that are really installed; preview images are made once into `cache_dir`."""
+def builder_version() -> str:
+    """A fingerprint of the pack builder's code: packs built by other code are rebuilt."""
+    digest = hashlib.sha256()
+    for module in ("builder.py", "pack.py"):
+        digest.update(Path(__file__).with_name(module).read_bytes())
+    return digest.hexdigest()[:12]
 
-    def __init__(self, cache_dir: Path) -> None:
+
+class AvatarRegistry:
+    """The avatars that are really installed, their packs (built once, cached on disk) and previews."""
+
+    def __init__(self, cache_dir: Path, pack_dir: Path | None = None) -> None:
         self._cache_dir = cache_dir
+        self._pack_dir = pack_dir or cache_dir / "packs"
         self._avatars: dict[str, Avatar] = {}
         self._portraits: dict[str, Any] = {}
+        self._packs: dict[str, AvatarPack] = {}
+        self._lock = threading.Lock()
         for portrait in BUILTIN_PORTRAITS:
             path = portrait.path()
             if path is not None:
                 self._avatars[portrait.avatar_id] = Avatar(portrait.avatar_id, portrait.name, portrait.gender, path)
+        for meta in sorted((cache_dir / "custom").glob("*.json")):
+            info = json.loads(meta.read_text())
+            image = meta.with_suffix(".png")
+            if image.exists():
+                gender: Gender = "male" if info.get("gender") == "male" else "female"
+                self._avatars[meta.stem] = Avatar(meta.stem, str(info["name"]), gender, image, official=False)
 
     def list(self) -> list[Avatar]:
         """Every installed avatar, in a stable order."""
@@ -103,6 +135,61 @@ class AvatarRegistry:
     def get(self, avatar_id: str) -> Avatar | None:
         """The avatar with this id, if installed."""
         return self._avatars.get(avatar_id)
+
+    def pack(self, avatar_id: str) -> AvatarPack:
+        """The avatar's pack (built from its portrait the first time, then loaded once per process)."""
+        with self._lock:
+            pack = self._packs.get(avatar_id)
+            if pack is None:
+                pack = self._packs[avatar_id] = self._load_or_build(self._avatars[avatar_id])
+            return pack
+
+    def _load_or_build(self, avatar: Avatar) -> AvatarPack:
+        path = self._pack_dir / f"{avatar.avatar_id}-{builder_version()}.npz"
+        if path.exists():
+            return AvatarPack.load(path)
+        from liveavatar.render.builder import build_pack  # needs mediapipe: only when building
+
+        log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
+        image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
+        pack = build_pack(image, avatar_id=avatar.avatar_id, name=avatar.name, gender=avatar.gender)
+        self._pack_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        pack.save(tmp)
+        tmp.replace(path)
+        return pack
+
+    def add(
+        self, image_path: Path, *, avatar_id: str, name: str, gender: str, progress: Any = None
+    ) -> Avatar:
+        """Build a new avatar from a portrait photo (ParamError with a plain reason if it cannot be animated)."""
+        from liveavatar.errors import ParamError
+        from liveavatar.render.builder import build_pack
+
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", avatar_id):
+            raise ParamError("avatar id must be 1-64 letters, digits or underscores")
+        if avatar_id in self._avatars and self._avatars[avatar_id].official:
+            raise ParamError(f"{avatar_id!r} is a built-in avatar")
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ParamError(f"cannot read an image from {image_path}")
+        pack = build_pack(image, avatar_id=avatar_id, name=name, gender=gender, progress=progress)
+        custom = self._cache_dir / "custom"
+        custom.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(custom / f"{avatar_id}.png"), image)
+        (custom / f"{avatar_id}.json").write_text(json.dumps({"name": name, "gender": gender}))
+        avatar = Avatar(avatar_id, name, "male" if gender == "male" else "female", custom / f"{avatar_id}.png", False)
+        self._pack_dir.mkdir(parents=True, exist_ok=True)
+        pack.save(self._pack_dir / f"{avatar_id}-{builder_version()}.npz")
+        with self._lock:
+            self._avatars[avatar_id] = avatar
+            self._packs[avatar_id] = pack
+        return avatar
+
+    def prepare(self) -> None:
+        """Load (or build) every installed avatar's pack now, so that no session waits for one."""
+        for avatar_id in self._avatars:
+            self.pack(avatar_id)
 
     def portrait(self, avatar_id: str) -> Any:
         """The avatar's portrait as a 512x512 BGR image (loaded once, shared by every session)."""

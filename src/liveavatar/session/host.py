@@ -14,13 +14,15 @@ from typing import Any
 
 from liveavatar.errors import Busy, NotFound, SessionClosed
 from liveavatar.render.avatars import AvatarRegistry
+from liveavatar.render.motion import Motion
+from liveavatar.render.renderer import Renderer
+from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.session import Session
 from liveavatar.session.settings import SessionSettings
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store import Store
 from liveavatar.store.models import SessionRow
 from liveavatar.store.sessions import Status
-from liveavatar.transport.tracks import StillSource
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,14 @@ class SessionHost:
         avatars: AvatarRegistry,
         voices: VoiceRegistry,
         ice_servers: list[dict[str, Any]],
+        allow_private_urls: bool = False,
     ) -> None:
         self._store = store
         self.limits = limits
         self._avatars = avatars
         self._voices = voices
         self._ice_servers = ice_servers
+        self._allow_private_urls = allow_private_urls
         self._live: dict[str, Session] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
@@ -106,8 +110,9 @@ class SessionHost:
             row.id,
             row.owner_id,
             SessionSettings.from_create(row.avatar_id, row.mode_type, row.params),
-            source=StillSource(self._avatars.portrait(avatar.avatar_id)),
+            source=AvatarSource(Renderer(self._avatars.pack(avatar.avatar_id)), Motion(seed=hash(row.id) & 0xFFFF)),
             voices=self._voices,
+            allow_private_urls=self._allow_private_urls,
             ice_servers=self._ice_servers,
             rejoin_grace=self.limits.rejoin_grace,
             end=lambda status, reason: self._close_later(row.id, status, reason),
@@ -115,6 +120,10 @@ class SessionHost:
         self._live[row.id] = session
         self._watchers[row.id] = asyncio.create_task(self._watch(session, row.duration), name=f"watch-{row.id}")
         return session
+
+    def get(self, session_id: str) -> Session | None:
+        """The live session with this id, if this host holds it."""
+        return self._live.get(session_id)
 
     async def join(self, session_id: str, offer_sdp: str) -> str:
         """Connect a client to a live session: offer in, answer out; the session turns live on first join."""

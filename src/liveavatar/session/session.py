@@ -10,10 +10,9 @@ from typing import Any
 import av
 
 from liveavatar.clock import new_id
-from liveavatar.errors import NoPermission
+from liveavatar.errors import LiveAvatarError, NoPermission
+from liveavatar.fetch import fetch
 from liveavatar.protocol import (
-    AUDIO_END,
-    AUDIO_START,
     ChatAssembler,
     ChatChunk,
     ChatStream,
@@ -29,15 +28,19 @@ from liveavatar.protocol import (
     event,
     parse,
 )
+from liveavatar.render.background import Background
+from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.settings import SessionSettings
-from liveavatar.speech.text import split_sentences
+from liveavatar.session.turn import Turn
+from liveavatar.speech.base import Voice
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store.sessions import Status
 from liveavatar.transport.peer import DROPPED_STATES, Peer
-from liveavatar.transport.tracks import MediaClock, MediaSource
+from liveavatar.transport.tracks import MediaClock
 
 log = logging.getLogger(__name__)
 EndSession = Callable[[Status, str], None]
+BACKGROUND_MAX_BYTES = 10 * 1024 * 1024
 
 
 class Session:
@@ -49,8 +52,9 @@ class Session:
         owner_id: int,
         settings: SessionSettings,
         *,
-        source: MediaSource,
+        source: AvatarSource,
         voices: VoiceRegistry,
+        allow_private_urls: bool = False,
         ice_servers: list[dict[str, Any]],
         rejoin_grace: float,
         end: EndSession,
@@ -64,6 +68,12 @@ class Session:
         self.inbound_frames = {"audio": 0, "video": 0}
         """Frames received from the client's microphone and camera."""
         self._voices = voices
+        self._allow_private_urls = allow_private_urls
+        self.history: list[dict[str, Any]] = []
+        """What was said, in order: the client's text and what the user actually heard of each reply."""
+        self.interrupts: list[dict[str, float]] = []
+        """For each interrupt: session time it was handled and where the sound stopped."""
+        self._turn: Turn | None = None
         self._ice_servers = ice_servers
         self._rejoin_grace = rejoin_grace
         self._end = end
@@ -77,6 +87,8 @@ class Session:
         self._spawn(self._pacer.run(), "pacer")
         self._spawn(self._reply_loop(), "replies")
         self._spawn(self._expire_partials(), "chat-expiry")
+        if settings.background_url:
+            self._spawn(self._change_background(settings.background_url), "background")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._guard(work, name), name=f"{name}-{self.session_id}")
@@ -172,15 +184,30 @@ class Session:
             text = self._assembler.add(message)
             if text is not None and text.strip():
                 self._replies.put_nowait(text)
-        elif isinstance(message, Interrupt):
-            self.interrupt()
-            self.send_control(ack(message.mid, message.cmd))
-        elif isinstance(message, SetParams):
-            self.settings = self.settings.updated(message, self._voices)
-            self.send_control(ack(message.mid, message.cmd))
-        elif isinstance(message, SetAction):
-            self.send_control(ack(message.mid, message.cmd))
+        elif isinstance(message, Interrupt | SetParams | SetAction):
+            try:
+                self._command(message)
+            except LiveAvatarError as exc:
+                self.send_control(ack(message.mid, message.cmd, exc.code, exc.msg))
         # Events from the client carry nothing the server acts on.
+
+    def _command(self, command: Interrupt | SetParams | SetAction) -> None:
+        if isinstance(command, Interrupt):
+            self.interrupt()
+        elif isinstance(command, SetParams):
+            updated = self.settings.updated(command, self._voices)
+            self._voice_for(updated)  # a language no voice speaks is refused here, not at the next reply
+            self.settings = updated
+            if command.bgurl:
+                self._spawn(self._change_background(command.bgurl, command), "background")
+                return  # acked once the image is in
+        else:
+            now = self.clock.now()
+            if command.action:
+                self.source.motion.start_action(command.action, now)
+            if command.expression:
+                self.source.motion.start_expression(command.expression, now)
+        self.send_control(ack(command.mid, command.cmd))
 
     async def _expire_partials(self) -> None:
         while True:
@@ -190,36 +217,62 @@ class Session:
     # --- replies -------------------------------------------------------------------------------
 
     def interrupt(self) -> None:
-        """Stop the current reply and drop queued ones."""
+        """Stop the current reply now (sound within one frame) and drop queued ones."""
         while not self._replies.empty():
             self._replies.get_nowait()
-        if self._reply_task is not None:
+        if self._turn is not None and self._reply_task is not None:
+            at = self.clock.now()
+            stopped = self._turn.interrupt()
+            self.interrupts.append({"at": at, "silent_from": stopped})
             self._reply_task.cancel()
 
     async def _reply_loop(self) -> None:
         while True:
             text = await self._replies.get()
-            self._reply_task = asyncio.current_task()
-            turn = asyncio.create_task(self._reply(text), name=f"turn-{self.session_id}")
-            self._reply_task = turn
+            self.history.append({"from": "user", "text": text})
+            settings = self.settings
+            voice = self._voice_for(settings)
+            turn = Turn(
+                text,
+                tts=self._voices.tts_for(voice),
+                voice=voice,
+                source=self.source,
+                clock=self.clock,
+                chat=ChatStream(new_id(), "bot", settings.profile),
+                send_chat=self._pacer.push_chat,
+                send_event=self.send_control,
+                speed=settings.speed,
+                pron_map=settings.pron_map,
+            )
+            task = asyncio.create_task(turn.run(), name=f"turn-{self.session_id}")
+            self._turn, self._reply_task = turn, task
             try:
-                await turn
+                await task
             except asyncio.CancelledError:
-                if not turn.cancelled():
-                    raise
+                if not task.cancelled():
+                    raise  # the loop itself is being cancelled
             finally:
-                self._reply_task = None
-                self.send_control(event(AUDIO_END))
+                self._turn = self._reply_task = None
+                self.history.append({"from": "bot", "text": turn.heard(), "interrupted": turn.stopped_at is not None})
 
-    async def _reply(self, text: str) -> None:
-        """Retelling: the avatar says exactly the client's text, streamed back sentence by sentence."""
-        self.send_control(event(AUDIO_START))
-        stream = ChatStream(new_id(), "bot", self.settings.profile)
-        sentences = split_sentences(text) or [text]
-        for n, sentence in enumerate(sentences):
-            last = n == len(sentences) - 1
-            self._pacer.push_chat(stream.piece(sentence if last else sentence + " ", last=last))
-            await asyncio.sleep(0)
+    def _voice_for(self, settings: SessionSettings) -> Voice:
+        """The session's voice: the one chosen, else the language's default voice."""
+        voice = self._voices.get(settings.voice_id) if settings.voice_id else None
+        return voice or self._voices.default_voice(settings.language)
+
+    async def _change_background(self, url: str, command: SetParams | None = None) -> None:
+        """Fetch (guarded) and show a background image; the set-params ack says how it went."""
+        try:
+            fetched = await fetch(url, max_bytes=BACKGROUND_MAX_BYTES, allow_private=self._allow_private_urls)
+            background = await asyncio.to_thread(Background.from_bytes, fetched.content)
+        except LiveAvatarError as exc:
+            log.info("session %s: background %s refused: %s", self.session_id, url[:200], exc.msg)
+            if command is not None:
+                self.send_control(ack(command.mid, command.cmd, exc.code, f"bgurl: {exc.msg}"))
+            return
+        self.source.set_background(background)
+        if command is not None:
+            self.send_control(ack(command.mid, command.cmd))
 
     # --- closing -------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ class SessionSettings:
         """These settings with a `set-params` command applied; ProtocolError (1003) when it names unknowns."""
         if change.voice_id is not None and voices.get(change.voice_id) is None:
             raise _bad(change, f"voice {change.voice_id!r} does not exist")
-        if change.lang is not None and change.lang not in {code for code, _ in voices.languages()}:
+        if change.lang is not None and not voices.speaks(change.lang):
             raise _bad(change, f"language {change.lang!r} is not supported")
         turn = self.turn
         if change.turn_detection is not None:

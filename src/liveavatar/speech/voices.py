@@ -165,6 +165,14 @@ class VoiceRegistry:
                 return min(candidates, key=self._engine_rank)
         raise ParamError(f"no voice speaks the language {language!r}")
 
+    def speaks(self, language: str) -> bool:
+        """Whether some voice speaks `language` (exact code, alias or primary language, as default_voice)."""
+        try:
+            self.default_voice(language)
+        except ParamError:
+            return False
+        return True
+
     def tts_for(self, voice: Voice) -> TTS:
         """The shared backend that speaks `voice` (created on first use)."""
         with self._lock:

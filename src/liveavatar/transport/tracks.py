@@ -113,25 +113,3 @@ class AvatarVideoTrack(MediaStreamTrack):
         frame.time_base = self._time_base
         self._index += 1
         return frame
-
-
-class StillSource:
-    """A still portrait and silence: real frames and real audio for a session with nothing to say."""
-
-    def __init__(self, image_bgr: npt.NDArray[np.uint8]) -> None:
-        height, width = image_bgr.shape[:2]
-        self._image = np.ascontiguousarray(image_bgr[: height - height % 2, : width - width % 2])
-        self._silence = np.zeros(AUDIO_SAMPLES, dtype=np.int16)
-
-    @property
-    def video_size(self) -> tuple[int, int]:
-        """Width and height of the portrait."""
-        return self._image.shape[1], self._image.shape[0]
-
-    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
-        """The portrait."""
-        return self._image
-
-    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
-        """Silence."""
-        return self._silence

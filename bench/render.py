@@ -1,0 +1,143 @@
+"""Renderer benchmark: milliseconds per 512x512 frame on one core, for both built-in avatars, while talking.
+
+    .venv/bin/python bench/render.py [--frames N] [--images docs/images]
+
+Builds each built-in pack (timed; size on disk), then renders N frames of speech-like mouth motion with idle
+motion on top, pinned to one core (OpenCV and BLAS single-threaded). Prints median and p95 per frame, wall
+clock and CPU time. With --images it also writes the sample frames kept in docs/images/. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: no BLAS thread spinning on the other core
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
+
+from liveavatar.render.avatars import builtin_portraits  # noqa: E402
+from liveavatar.render.background import Background  # noqa: E402
+from liveavatar.render.builder import build_pack  # noqa: E402
+from liveavatar.render.face import MOUTH_BASES, FaceState  # noqa: E402
+from liveavatar.render.motion import Motion  # noqa: E402
+from liveavatar.render.pack import AvatarPack  # noqa: E402
+from liveavatar.render.renderer import Renderer  # noqa: E402
+
+FPS = 25
+VISEMES = {  # rough mouth shapes, as weights over MOUTH_BASES
+    "A": (0.75, 0.1, 0.0, 0.0, 0.0),
+    "E": (0.25, 0.8, 0.0, 0.0, 0.0),
+    "O": (0.35, 0.0, 0.9, 0.0, 0.0),
+    "U": (0.15, 0.0, 1.0, 0.0, 0.0),
+    "M": (0.0, 0.0, 0.0, 1.0, 0.0),
+    "F": (0.1, 0.1, 0.0, 0.0, 1.0),
+    "rest": (0.0, 0.0, 0.0, 0.0, 0.0),
+}
+
+
+def speech(frames: int, seed: int = 0) -> npt.NDArray[np.float32]:
+    """Mouth weights per frame: a random viseme every 60-140 ms, eased like coarticulated speech."""
+    rng = np.random.default_rng(seed)
+    names = list(VISEMES)
+    targets = np.zeros((frames, len(MOUTH_BASES)))
+    t, i = 0.0, 0
+    while i < frames:
+        hold = rng.uniform(0.06, 0.14)
+        shape = np.array(VISEMES[names[rng.integers(len(names))]])
+        n = max(1, round(hold * FPS))
+        targets[i : i + n] = shape
+        i += n
+        t += hold
+    out = np.zeros_like(targets)
+    for k in range(1, frames):
+        out[k] = out[k - 1] + 0.55 * (targets[k] - out[k - 1])
+    return out.astype(np.float32)
+
+
+def backdrop() -> bytes:
+    """A soft out-of-focus studio backdrop, as PNG bytes (exercises the image path)."""
+    h, w = 480, 640
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.dstack([120 + 60 * xx / w, 90 + 50 * yy / h, 60 + 40 * (1 - xx / w)])
+    rng = np.random.default_rng(4)
+    for _ in range(18):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(20, 60)
+        glow = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        base += glow * rng.uniform(20, 60, size=3)
+    img = cv2.GaussianBlur(np.clip(base, 0, 255).astype(np.uint8), (0, 0), 3)
+    ok, png = cv2.imencode(".png", img)
+    assert ok
+    return png.tobytes()
+
+
+def sample_images(pack: AvatarPack, out: Path) -> list[Path]:
+    """The frames kept in docs/images for one avatar."""
+    shots = {
+        "rest": FaceState(),
+        "speech_open": FaceState(mouth=np.array(VISEMES["A"], np.float32)),
+        "speech_o": FaceState(mouth=np.array(VISEMES["O"], np.float32)),
+        "speech_e": FaceState(mouth=np.array(VISEMES["E"], np.float32)),
+        "speech_m": FaceState(mouth=np.array(VISEMES["M"], np.float32)),
+        "blink": FaceState(blink=1.0),
+    }
+    renderer = Renderer(pack)
+    paths = []
+    for name, state in shots.items():
+        paths.append(out / f"{pack.avatar_id}_{name}.png")
+        cv2.imwrite(str(paths[-1]), renderer.render(state), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    renderer.set_background(Background.from_bytes(backdrop()))
+    paths.append(out / f"{pack.avatar_id}_background.png")
+    state = FaceState(mouth=np.array(VISEMES["E"], np.float32) * 0.6, smile=0.4, yaw=2.0, roll=1.5)
+    cv2.imwrite(str(paths[-1]), renderer.render(state), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1500)
+    parser.add_argument("--images", type=Path, default=None, help="write sample frames to this folder")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    mouth = speech(args.frames)
+    print(f"{'avatar':<14}{'build s':>9}{'pack MB':>9}{'median ms':>11}{'p95 ms':>9}{'p99 ms':>9}{'cpu med':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for avatar_id, (name, gender, path) in builtin_portraits().items():
+            image = cv2.imread(str(path))
+            t0 = time.perf_counter()
+            pack = build_pack(image, avatar_id=avatar_id, name=name, gender=gender)
+            build = time.perf_counter() - t0
+            file = Path(tmp) / f"{avatar_id}.npz"
+            pack.save(file)
+            pack = AvatarPack.load(file)
+            renderer, motion = Renderer(pack), Motion(seed=1)
+            motion.start_action("nod", 10.0)
+            motion.start_expression("happiness", 20.0)
+            wall, cpu = [], []
+            for i in range(args.frames):
+                state = motion.apply(FaceState(mouth=mouth[i]), i / FPS)
+                w0, c0 = time.perf_counter(), time.process_time()
+                renderer.render(state)
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+            ms = np.array(wall[25:]) * 1e3
+            cms = np.array(cpu[25:]) * 1e3
+            print(
+                f"{avatar_id:<14}{build:>9.2f}{file.stat().st_size / 1e6:>9.2f}{np.median(ms):>11.2f}"
+                f"{np.percentile(ms, 95):>9.2f}{np.percentile(ms, 99):>9.2f}{np.median(cms):>9.2f}"
+            )
+            if args.images is not None:
+                args.images.mkdir(parents=True, exist_ok=True)
+                for p in sample_images(pack, args.images):
+                    print(f"  wrote {p}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+"""Per-frame renderer: FaceState -> BGR frame, with numpy and OpenCV only."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from liveavatar.render.background import Background
+from liveavatar.render.face import FaceState
+from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, TEETH_SPAN, AvatarPack
+
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+
+UPPER_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+LOWER_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+MAX_ROLL = 4.5
+"""Degrees of head tilt drawn at most (larger values are clamped)."""
+MAX_SHIFT = 6.0
+"""Pixels of head offset (dx, dy) drawn at most."""
+MAX_TURN = 10.0
+"""Degrees of yaw and pitch drawn at most."""
+ITERATIONS = 3
+"""Fixed-point steps that invert the forward fields (steep at the lips)."""
+_NO_MAP = np.empty((0, 0), np.float32)
+"""Second map for cv2.remap when the first holds (x, y) pairs."""
+BODY_STEPS = 8
+"""The body's breathing offset is redrawn in steps of 1/BODY_STEPS pixel."""
+COARSE = 4
+"""The fields are inverted on a grid this much coarser, except around the parted lips."""
+
+
+class _FieldGroup:
+    """Fields inverted together by fixed-point iteration over one box of the band (shared, read-only)."""
+
+    def __init__(self, pack: AvatarPack, names: tuple[str, ...], top: int, margin: int) -> None:
+        fields = {n: pack.fields[n] for n in names if n in pack.fields}
+        # one pixel of zeros all round: sampling outside then stays on OpenCV's fast path (replicate)
+        self.x0 = min(f.x for f in fields.values()) - 1
+        self.y0 = min(f.y for f in fields.values()) - top - 1
+        self.x1 = max(f.x + f.data.shape[1] for f in fields.values()) + 1
+        self.y1 = max(f.y + f.data.shape[0] for f in fields.values()) - top + 1
+        shape = (self.y1 - self.y0, self.x1 - self.x0, 2)
+        self.stack: dict[str, F32] = {}
+        self.reach: dict[str, float] = {}
+        for n, f in fields.items():
+            full = np.zeros(shape, np.float32)
+            fy, fx = f.y - top - self.y0, f.x - self.x0
+            full[fy : fy + f.data.shape[0], fx : fx + f.data.shape[1]] = f.data
+            self.stack[n] = full
+            self.reach[n] = float(np.abs(full).max())
+        self.shape = shape
+        # the most the maps may change around the box: mixed fields and the head's own motion
+        r = int(1.5 * max(self.reach.values()) + margin) + 2
+        self.limit = (self.x0 - r, self.y0 - r, self.x1 + r, self.y1 + r)
+
+    def solve(
+        self,
+        weights: dict[str, float],
+        maps: tuple[F32, F32],
+        rigid: _Rigid,
+        acc: F32,
+        sharp: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        """Replace the maps over the box by the inverse of the weighted forward fields.
+
+        The fields are smooth except across the lips' seam, so the box is solved on a coarse grid
+        and only the `sharp` box (the parted lips, band coordinates) at full resolution.
+        """
+        active = [(n, w) for n, w in weights.items() if n in self.stack and abs(w) > 1e-4]
+        if not active:
+            return
+        acc[:] = 0.0
+        reach = 2.0
+        for n, w in active:
+            cv2.scaleAdd(self.stack[n], w, acc, dst=acc)
+            reach += abs(w) * self.reach[n]
+        mapx, mapy = maps
+        box = np.array([[self.x0, self.y0], [self.x1, self.y0], [self.x0, self.y1], [self.x1, self.y1]])
+        corners = rigid.forward(box)
+        k = COARSE
+        x0, y0 = np.floor(corners.min(0) - reach).astype(int) // k * k
+        x1, y1 = np.ceil(corners.max(0) + reach).astype(int) // k * k
+        lx0, ly0, lx1, ly1 = self.limit
+        x0, y0 = max(x0, lx0 + (-lx0) % k, 0), max(y0, ly0 + (-ly0) % k, 0)
+        x1, y1 = min(x1, lx1 // k * k, mapx.shape[1] // k * k), min(y1, ly1 // k * k, mapx.shape[0] // k * k)
+        if x1 - x0 < 2 * k or y1 - y0 < 2 * k:
+            return
+        size, small = (x1 - x0, y1 - y0), ((x1 - x0) // k, (y1 - y0) // k)
+        mx, my = mapx[y0:y1, x0:x1], mapy[y0:y1, x0:x1]
+        q = cv2.merge(
+            [
+                cv2.resize(mx, small, interpolation=cv2.INTER_AREA) - np.float32(self.x0),
+                cv2.resize(my, small, interpolation=cv2.INTER_AREA) - np.float32(self.y0),
+            ]
+        )
+        dx, dy = cv2.split(cv2.subtract(_iterate(acc, np.asarray(q, np.float32)), q))
+        sharp_box = None
+        if sharp is not None:
+            sx0, sy0, sx1, sy1 = max(sharp[0], x0), max(sharp[1], y0), min(sharp[2], x1), min(sharp[3], y1)
+            if sx1 > sx0 and sy1 > sy0:
+                qs = cv2.merge(
+                    [mapx[sy0:sy1, sx0:sx1] - np.float32(self.x0), mapy[sy0:sy1, sx0:sx1] - np.float32(self.y0)]
+                )
+                sharp_box = (sx0, sy0, sx1, sy1, _iterate(acc, np.asarray(qs, np.float32)))
+        cv2.add(mx, cv2.resize(dx, size, interpolation=cv2.INTER_LINEAR), dst=mx)
+        cv2.add(my, cv2.resize(dy, size, interpolation=cv2.INTER_LINEAR), dst=my)
+        if sharp_box is not None:
+            sx0, sy0, sx1, sy1, sol = sharp_box
+            fx, fy = cv2.split(sol)
+            mapx[sy0:sy1, sx0:sx1] = fx + np.float32(self.x0)
+            mapy[sy0:sy1, sx0:sx1] = fy + np.float32(self.y0)
+
+
+def _iterate(acc: F32, q: F32) -> F32:
+    """Fixed point s = q - F(s): the source point that the forward fields move onto q."""
+    s = q
+    for _ in range(ITERATIONS):
+        f = cv2.remap(acc, s, _NO_MAP, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        s = np.asarray(cv2.subtract(q, f), np.float32)
+    return s
+
+
+class _Prepared:
+    """What every renderer of one pack shares (read-only): grids, weights, fields, tiles, geometry."""
+
+    def __init__(self, pack: AvatarPack) -> None:
+        w, _ = pack.size
+        top, bottom = pack.band
+        bh = bottom - top
+        a = pack.alpha[top:bottom]
+        prem = (pack.image[top:bottom].astype(np.float32) * (a[..., None] / np.float32(255)) + 0.5).astype(np.uint8)
+        self.person = np.ascontiguousarray(np.dstack([prem, a]))
+        self.gy, self.gx = np.mgrid[0:bh, 0:w].astype(np.float32)
+        self.hw = pack.head_weight.astype(np.float32)
+        self.hwx, self.hwy = self.hw * self.gx, self.hw * self.gy
+        rows = np.arange(top, bottom, dtype=np.float32)[:, None]
+        ramp = np.clip((bottom - rows) / max(bottom - pack.shoulder_row, 1.0), 0.0, 1.0)
+        self.body = ((1 - self.hw) * ramp).astype(np.float32)
+        # how far the head can move: the tilt swings the top of the head the most
+        filled = np.nonzero((a > 0).any(1))[0]
+        reach_up = pack.pivot[1] - top - (float(filled[0]) if len(filled) else 0.0)
+        margin = self.margin = int(reach_up * math.sin(math.radians(MAX_ROLL)) + MAX_SHIFT) + 3
+        self.mouth = _FieldGroup(pack, MOUTH_FIELDS, top, margin)
+        self.brows = _FieldGroup(pack, FACE_FIELDS, top, margin)
+        d = pack.depth
+        self.depth = (d.x, d.y - top, d.data[..., 0].astype(np.float32))
+        dh, dw = d.data.shape[:2]
+        self.depth_limit = (d.x - margin, d.y - top - margin, d.x + dw + margin, d.y - top + dh + margin)
+        # every pixel the head motion or a field may move is redrawn (and its map rebuilt) each frame
+        moving = self.hw > 1e-3
+        for x0, y0, x1, y1 in (self.mouth.limit, self.brows.limit, self.depth_limit):
+            moving[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+        self.head_tiles, self.body_tiles = _tiles(a, moving, margin)
+        self.lm = pack.landmarks[:, :2].astype(np.float64) - [0.0, top]
+        self.deltas = {k: v.astype(np.float64) for k, v in pack.deltas.items()}
+        centre = (self.lm[61] + self.lm[291]) / 2
+        eu = self.lm[291] - self.lm[61]
+        self.mw = float(np.linalg.norm(eu))
+        self.mouth_frame = (centre, eu / self.mw)
+        e = self.mouth_frame[1]
+        seam = self.lm[UPPER_INNER] - centre
+        su, sv = seam @ e / self.mw, seam @ np.array([-e[1], e[0]]) / self.mw
+        order = np.argsort(su)
+        self.seam = (su[order], sv[order])
+        self.face_centre = self.lm[[1, 10, 152]].mean(0)
+        self.pivot = (pack.pivot[0], pack.pivot[1] - top)
+
+
+_PREPARED: weakref.WeakKeyDictionary[AvatarPack, _Prepared] = weakref.WeakKeyDictionary()
+
+
+def _prepared(pack: AvatarPack) -> _Prepared:
+    found = _PREPARED.get(pack)
+    if found is None:
+        found = _PREPARED[pack] = _Prepared(pack)
+    return found
+
+
+class _Rigid:
+    """Head motion, backward: q = p + hw(p) * (m p + t) - dy * body(p), in band coordinates."""
+
+    def __init__(self, roll: float, dx: float, dy: float, pivot: tuple[float, float]) -> None:
+        th = math.radians(roll)
+        c, s = math.cos(th), math.sin(th)
+        px, py = pivot
+        self.m = np.array([[c - 1, s], [-s, c - 1]])
+        self.t = -(self.m @ [px, py]) - np.array([[c, s], [-s, c]]) @ [dx, dy]
+        self.dy = dy
+
+    def forward(self, pts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Where rest points of the head (band coordinates) appear in the frame."""
+        (a, b), (c, d) = np.eye(2) + self.m
+        det = a * d - b * c
+        x, y = pts[:, 0] - self.t[0], pts[:, 1] - self.t[1]
+        return np.stack([(d * x - b * y) / det, (a * y - c * x) / det], 1)
+
+    def backward(
+        self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Where frame points of the head sample the rest frame (band coordinates)."""
+        (m00, m01), (m10, m11) = self.m
+        return x + m00 * x + m01 * y + self.t[0], y + m10 * x + m11 * y + self.t[1]
+
+
+class Renderer:
+    """Draws an avatar pack's FaceStates; only the head band is redrawn each frame, the rest is cached."""
+
+    # Over a solid colour the band is warped from a cached composite; over an image the person is
+    # warped alone and composited, so the backdrop never moves with the head.
+
+    def __init__(self, pack: AvatarPack, background: Background | None = None) -> None:
+        self.pack = pack
+        p = self._p = _prepared(pack)  # shared by every session showing this avatar
+        w, h = pack.size
+        self._w, self._h = w, h
+        top, bottom = pack.band
+        self._top = top
+        self._src = p.person
+        self._work = p.person.copy()
+        self._blinked = False
+        self._mapx, self._mapy = p.gx.copy(), p.gy.copy()
+        self._acc = {id(g): np.zeros(g.shape, np.float32) for g in (p.mouth, p.brows)}
+        self._body_dy: float | None = None
+        self._frame = np.empty((h, w, 3), np.uint8)
+        self._band = self._frame[top:bottom]
+        self._bg_band = np.empty((bottom - top, w, 3), np.uint8)
+        self._solid = True
+        self.set_background(background)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Frame size (width, height)."""
+        return self._w, self._h
+
+    def set_background(self, background: Background | None) -> None:
+        """Draw over another background from the next frame on (None: the default colour)."""
+        bg_obj = background or Background()
+        bg = bg_obj.frame(self._w, self._h)
+        a = self.pack.alpha[..., None].astype(np.float32) / 255.0
+        static = self.pack.image.astype(np.float32) * a + bg.astype(np.float32) * (1 - a)
+        self._frame[:] = np.clip(static + 0.5, 0, 255).astype(np.uint8)
+        top, bottom = self.pack.band
+        self._bg_band[:] = bg[top:bottom]
+        self._solid = not bg_obj.is_image
+        self._body_dy = None
+        self._src = self._frame[top:bottom].copy() if self._solid else self._p.person
+        self._work = self._src.copy()
+        self._blinked = False
+
+    def render(self, state: FaceState) -> U8:
+        """The frame for one FaceState (H x W x 3 BGR); the same buffer is reused and overwritten each call."""
+        mouth = np.clip(np.asarray(state.mouth, dtype=np.float64), 0.0, 1.0)
+        jaw, wide, rnd, closed, tuck = (float(v) for v in mouth[:5])
+        keep = 1.0 - closed  # closed lips override whatever else would part them
+        weights = {
+            "jaw_open": jaw * keep,
+            "lips_wide": wide * keep,
+            "lips_round": rnd * keep,
+            "lips_closed": closed,
+            "lower_lip_tuck": tuck * keep,
+            "smile_up": max(state.smile, 0.0),
+            "smile_down": max(-state.smile, 0.0),
+            "brows_up": max(state.brows, 0.0),
+            "brows_down": max(-state.brows, 0.0),
+        }
+        self._blink(float(np.clip(state.blink, 0.0, 1.0)))
+        state = replace(
+            state,
+            yaw=_clamp(state.yaw, MAX_TURN),
+            pitch=_clamp(state.pitch, MAX_TURN),
+            roll=_clamp(state.roll, MAX_ROLL),
+            dx=_clamp(state.dx, MAX_SHIFT),
+            dy=_clamp(state.dy, MAX_SHIFT),
+        )
+        rigid = _Rigid(state.roll, state.dx, state.dy, self._p.pivot)
+        self._maps(state, rigid)
+        lips = self._lips(state, weights, rigid)
+        maps = (self._mapx, self._mapy)
+        sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
+        self._p.mouth.solve(weights, maps, rigid, self._acc[id(self._p.mouth)], sharp)
+        self._p.brows.solve(weights, maps, rigid, self._acc[id(self._p.brows)])
+        tiles = self._p.head_tiles
+        body_dy = round(state.dy * BODY_STEPS) / BODY_STEPS
+        if body_dy != self._body_dy:
+            # the body only breathes: redraw it when its (quantised) offset changes
+            self._body_dy = body_dy
+            self._maps_body(body_dy)
+            tiles = tiles + self._p.body_tiles
+        for x0, y0, x1, y1 in tiles:
+            mx, my = self._mapx[y0:y1, x0:x1], self._mapy[y0:y1, x0:x1]
+            if self._solid:
+                cv2.remap(
+                    self._work, mx, my, cv2.INTER_LINEAR, dst=self._band[y0:y1, x0:x1], borderMode=cv2.BORDER_REPLICATE
+                )
+                continue
+            layer = cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            inv = cv2.cvtColor(cv2.bitwise_not(cv2.extractChannel(layer, 3)), cv2.COLOR_GRAY2BGR)
+            under = cv2.multiply(self._bg_band[y0:y1, x0:x1], inv, scale=1 / 255)
+            cv2.add(cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), under, dst=self._band[y0:y1, x0:x1])
+        self._draw_mouth(lips, rigid, state, weights)
+        return self._frame
+
+    def _maps_body(self, dy: float) -> None:
+        for x0, y0, x1, y1 in self._p.body_tiles:
+            self._mapx[y0:y1, x0:x1] = self._p.gx[y0:y1, x0:x1]
+            cv2.scaleAdd(self._p.body[y0:y1, x0:x1], -dy, self._p.gy[y0:y1, x0:x1], dst=self._mapy[y0:y1, x0:x1])
+
+    def _maps(self, state: FaceState, rigid: _Rigid) -> None:
+        (m00, m01), (m10, m11) = rigid.m
+        tx, ty = rigid.t
+        mx, my = self._mapx, self._mapy
+        for x0, y0, x1, y1 in self._p.head_tiles:
+            tmx, tmy = mx[y0:y1, x0:x1], my[y0:y1, x0:x1]
+            hwx, hwy, hw = self._p.hwx[y0:y1, x0:x1], self._p.hwy[y0:y1, x0:x1], self._p.hw[y0:y1, x0:x1]
+            cv2.scaleAdd(hwx, m00, self._p.gx[y0:y1, x0:x1], dst=tmx)
+            cv2.scaleAdd(hwy, m01, tmx, dst=tmx)
+            cv2.scaleAdd(hw, tx, tmx, dst=tmx)
+            cv2.scaleAdd(hwx, m10, self._p.gy[y0:y1, x0:x1], dst=tmy)
+            cv2.scaleAdd(hwy, m11, tmy, dst=tmy)
+            cv2.scaleAdd(hw, ty, tmy, dst=tmy)
+            cv2.scaleAdd(self._p.body[y0:y1, x0:x1], -state.dy, tmy, dst=tmy)
+        yaw, pitch = math.radians(state.yaw), math.radians(state.pitch)
+        if abs(yaw) + abs(pitch) < 1e-6:
+            return
+        # depth parallax, sampled where the face now is (an integer shift; the residual is sub-pixel)
+        shift = rigid.forward(self._p.face_centre[None])[0] - self._p.face_centre
+        sx, sy = int(round(shift[0])), int(round(shift[1]))
+        x0, y0, d = self._p.depth
+        h, w = d.shape
+        lx0, ly0, lx1, ly1 = self._p.depth_limit
+        ox0, oy0 = max(0, x0 + sx, lx0), max(0, y0 + sy, ly0)
+        ox1, oy1 = min(self._w, x0 + sx + w, lx1), min(mx.shape[0], y0 + sy + h, ly1)
+        if ox1 <= ox0 or oy1 <= oy0:
+            return
+        sub = d[oy0 - y0 - sy : oy1 - y0 - sy, ox0 - x0 - sx : ox1 - x0 - sx]
+        if yaw:
+            cv2.scaleAdd(sub, -yaw, mx[oy0:oy1, ox0:ox1], dst=mx[oy0:oy1, ox0:ox1])
+        if pitch:
+            cv2.scaleAdd(sub, -pitch, my[oy0:oy1, ox0:ox1], dst=my[oy0:oy1, ox0:ox1])
+
+    # ------------------------------------------------------------ eyes and mouth
+
+    def _blink(self, b: float) -> None:
+        """Draw closed-lid patches into the source (the warp then carries them with the face)."""
+        if b < 0.02:
+            if self._blinked:
+                for eye in self.pack.eyes:
+                    h, w = eye.lid.shape[:2]
+                    y = eye.y - self._top
+                    self._work[y : y + h, eye.x : eye.x + w] = self._src[y : y + h, eye.x : eye.x + w]
+                self._blinked = False
+            return
+        self._blinked = True
+        fade = min(b / 0.12, 1.0)
+        for eye in self.pack.eyes:
+            h, w = eye.lid.shape[:2]
+            y = eye.y - self._top
+            yy = np.arange(h, dtype=np.float32)[:, None]
+            edge = eye.upper + b * (eye.closed - eye.upper)
+            cover = np.clip(edge - yy + 0.5, 0.0, 1.0)
+            lash_band = (yy < eye.upper) & (yy >= eye.upper - eye.band)
+            cover = np.where(yy < eye.upper, lash_band * fade, cover)
+            shadow = 1 - 0.14 * np.exp(-np.maximum(edge - yy, 0) / 2.5)
+            lash = (eye.lash * np.exp(-(((yy - edge + 0.6) / 0.9) ** 2)) * fade)[..., None]
+            src = self._src[y : y + h, eye.x : eye.x + w, :3].astype(np.float32)
+            lid = eye.lid.astype(np.float32) * shadow[..., None]
+            out = src + (lid - src) * cover[..., None]
+            out += (eye.lash_color - out) * np.minimum(lash * 0.95, 1.0)
+            self._work[y : y + h, eye.x : eye.x + w, :3] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def _lips(self, state: FaceState, weights: dict[str, float], rigid: _Rigid) -> npt.NDArray[np.float64]:
+        """The parted lips' inner outline now (upper contour, then lower reversed), band coordinates."""
+        idx = UPPER_INNER + LOWER_INNER[::-1]
+        moved = self._p.lm[idx].copy()
+        for n in MOUTH_FIELDS:
+            w = weights.get(n, 0.0)
+            if w:
+                moved += w * self._p.deltas[n][idx]
+        depth = self._p.deltas["depth"][idx, 0]
+        moved[:, 0] += math.radians(state.yaw) * depth
+        moved[:, 1] += math.radians(state.pitch) * depth
+        return rigid.forward(moved)
+
+    def _draw_mouth(
+        self, pts: npt.NDArray[np.float64], rigid: _Rigid, state: FaceState, weights: dict[str, float]
+    ) -> None:
+        """Mouth interior inside the parted lips: dark fill, tongue, upper teeth fixed to the skull."""
+        n = len(UPPER_INNER)
+        upper, lower = pts[:n], pts[n:][::-1]
+        opening = float(np.max(np.linalg.norm(lower - upper, axis=1)))
+        if opening < 0.3:
+            return
+        x0, y0, x1, y1 = _box(pts, 2, self._w, self._band.shape[0])
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return
+        h, w = y1 - y0, x1 - x0
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [np.round((pts - [x0, y0]) * 16).astype(np.int32)], (255,), cv2.LINE_AA, 4)
+        m = cv2.GaussianBlur(mask, (3, 3), 0.5).astype(np.float32) / np.float32(255)
+        colors = self.pack.mouth_colors
+        # darker toward the lips: the cavity is lit through the opening
+        inner = cv2.GaussianBlur(m, (0, 0), max(0.8, 0.3 * opening))[..., None]
+        lit = cv2.GaussianBlur(m, (0, 0), 0.9)[..., None]
+        col = colors[0][None, None, :] * (0.5 + 0.7 * inner)
+        # tongue: a soft lighter mound low in the mouth, seen once the jaw is well open
+        mid_low = lower[n // 2] - [x0, y0]
+        tongue = np.zeros((h, w), np.uint8)
+        axes = (max(1, int(0.24 * self._p.mw * 16)), max(1, int(0.4 * opening * 16)))
+        centre = np.round((mid_low + [0.0, 0.15 * opening]) * 16).astype(int)
+        cv2.ellipse(tongue, (int(centre[0]), int(centre[1])), axes, 0.0, 180.0, 360.0, (255,), -1, cv2.LINE_AA, 4)
+        t = cv2.GaussianBlur(tongue, (0, 0), max(0.7, 0.12 * opening)).astype(np.float32)[..., None] / 255.0
+        t *= float(np.clip((opening - 0.08 * self._p.mw) / (0.12 * self._p.mw), 0.0, 1.0))
+        col = col + (colors[1][None, None, :] * (0.45 + 0.55 * inner) - col) * t
+        col = self._teeth(col, x0, y0, rigid, state, np.asarray(lit, np.float32), weights)
+        region = self._band[y0:y1, x0:x1]
+        base = region.astype(np.float32)
+        region[:] = np.clip(base + (col - base) * m[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+    def _teeth(
+        self, col: F32, x0: int, y0: int, rigid: _Rigid, state: FaceState, lit: F32, weights: dict[str, float]
+    ) -> F32:
+        """Blend the upper teeth (the photo's own or synthetic), placed on the skull, not the jaw."""
+        h, w = col.shape[:2]
+        ys, xs = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
+        rx, ry = rigid.backward(xs, ys)
+        d = 0.9 * float(self._p.deltas["depth"][13, 0])
+        centre, eu = self._p.mouth_frame
+        rx -= math.radians(state.yaw) * d + centre[0]
+        ry -= math.radians(state.pitch) * d + centre[1]
+        u = (rx * eu[0] + ry * eu[1]) / self._p.mw
+        v = (ry * eu[0] - rx * eu[1]) / self._p.mw - np.interp(u, *self._p.seam)
+        v += 0.05 * weights.get("lips_round", 0.0)  # pursed lips reach forward over the teeth
+        rows, cols = self.pack.teeth.shape[:2]
+        cu = ((u + 0.5) * (cols - 1)).astype(np.float32)
+        rv = ((v - TEETH_SPAN[0]) / (TEETH_SPAN[1] - TEETH_SPAN[0]) * (rows - 1)).astype(np.float32)
+        tex = cv2.remap(self.pack.teeth, cu, rv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        a = tex[..., 3:].astype(np.float32) / 255.0
+        teeth = tex[..., :3].astype(np.float32) * (0.7 + 0.3 * lit)  # in the upper lip's shadow
+        return np.asarray(col + (teeth - col) * a, dtype=np.float32)
+
+
+def _clamp(v: float, limit: float) -> float:
+    return min(max(float(v), -limit), limit)
+
+
+def _box(pts: npt.NDArray[np.float64], margin: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer box around points, grown by a margin and clipped to the frame."""
+    x0, y0 = np.floor(pts.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + margin + 1
+    return max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height)
+
+
+def _tiles(
+    alpha: U8, moving: npt.NDArray[np.bool_], margin: int, rows: int = 32
+) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, int, int]]]:
+    """Boxes (x0, y0, x1, y1) the person can reach: head ones (redrawn each frame), body ones (breathing only)."""
+    reach = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    heads, bodies = [], []
+    for y0 in range(0, alpha.shape[0], rows):
+        y1 = min(alpha.shape[0], y0 + rows)
+        cols = np.nonzero(reach[y0:y1].any(0))[0]
+        if not len(cols):
+            continue
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        hcols = np.nonzero(moving[y0:y1].any(0))[0]
+        if not len(hcols):
+            bodies.append((x0, y0, x1, y1))
+            continue
+        h0, h1 = max(x0, int(hcols[0])), min(x1, int(hcols[-1]) + 1)
+        heads.append((h0, y0, h1, y1))
+        bodies += [(a, y0, b, y1) for a, b in ((x0, h0), (h1, x1)) if b > a]
+    return heads, bodies

@@ -1,0 +1,95 @@
+"""Speech playback on the session clock: queued audio, silence in between, and exactly what was played."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.signal import resample_poly
+
+from liveavatar.transport.tracks import AUDIO_RATE, AUDIO_SAMPLES
+
+FADE_SAMPLES = AUDIO_RATE // 400
+"""2.5 ms: how long a cut-off sound fades out (a hard cut clicks)."""
+
+
+def to_playback_rate(samples: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
+    """Mono int16 audio at `rate` resampled to 48 kHz (polyphase: clean and ~1 ms per second of speech)."""
+    if rate == AUDIO_RATE:
+        return samples
+    divisor = np.gcd(AUDIO_RATE, rate)
+    out: npt.NDArray[np.float32] = resample_poly(samples.astype(np.float32), AUDIO_RATE // divisor, rate // divisor)
+    return np.clip(out, -32768, 32767).astype(np.int16)
+
+
+@dataclass
+class _Segment:
+    start: int
+    samples: npt.NDArray[np.int16]
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.samples)
+
+
+class Playback:
+    """The outbound audio timeline, in 48 kHz samples since the session clock started.
+
+    The audio track `read()`s one 20 ms frame at a time; speech is `schedule()`d after what is queued.
+    `cursor` is the next sample to be handed to the track: everything before it has been played.
+    """
+
+    def __init__(self, lead: float = 0.06) -> None:
+        self.cursor = 0
+        self._lead = int(lead * AUDIO_RATE)
+        self._queue: deque[_Segment] = deque()
+        self._silence = np.zeros(AUDIO_SAMPLES, dtype=np.int16)
+
+    @property
+    def tail(self) -> int:
+        """The sample after the last one queued (== cursor when idle)."""
+        return max(self.cursor, self._queue[-1].end) if self._queue else self.cursor
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything is still to be played."""
+        return bool(self._queue)
+
+    def schedule(self, samples: npt.NDArray[np.int16]) -> int:
+        """Queue 48 kHz samples right after what is queued (or `lead` from now when idle); returns their start."""
+        start = self.tail if self._queue else self.cursor + self._lead
+        self._queue.append(_Segment(start, samples))
+        return start
+
+    def read(self) -> npt.NDArray[np.int16]:
+        """The next 20 ms frame: queued speech where there is some, silence elsewhere."""
+        begin, end = self.cursor, self.cursor + AUDIO_SAMPLES
+        self.cursor = end
+        while self._queue and self._queue[0].end <= begin:
+            self._queue.popleft()
+        if not self._queue or self._queue[0].start >= end:
+            return self._silence
+        frame = np.zeros(AUDIO_SAMPLES, dtype=np.int16)
+        for segment in self._queue:
+            if segment.start >= end:
+                break
+            lo, hi = max(begin, segment.start), min(end, segment.end)
+            frame[lo - begin : hi - begin] = segment.samples[lo - segment.start : hi - segment.start]
+        while self._queue and self._queue[0].end <= end:
+            self._queue.popleft()
+        return frame
+
+    def clear(self) -> int:
+        """Stop: drop everything queued except a 2.5 ms fade-out; returns the sample where sound stops."""
+        stop = self.cursor
+        tail: npt.NDArray[np.int16] | None = None
+        for segment in self._queue:
+            if segment.start <= stop < segment.end:
+                tail = segment.samples[stop - segment.start : stop - segment.start + FADE_SAMPLES]
+        self._queue.clear()
+        if tail is not None and len(tail):
+            ramp = np.linspace(1.0, 0.0, len(tail), dtype=np.float32)
+            self._queue.append(_Segment(stop, (tail * ramp).astype(np.int16)))
+        return stop

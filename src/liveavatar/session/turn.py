@@ -1,0 +1,110 @@
+"""A Turn: one bot reply, from text to speech, mouth motion and streamed bot text; cancelled as a whole."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message, event
+from liveavatar.session.avatar import AvatarSource
+from liveavatar.session.playback import to_playback_rate
+from liveavatar.speech.base import TTS, WORD_GAP, PhonemeTiming, Voice
+from liveavatar.transport.tracks import MediaClock
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """A piece of the reply (a sentence) and when it plays on the session clock."""
+
+    text: str
+    start: float
+    end: float
+    phonemes: tuple[PhonemeTiming, ...] = ()
+
+    def heard(self, stop: float) -> str:
+        """The part of the text played before `stop` (whole words: the word being said counts)."""
+        if stop >= self.end:
+            return self.text
+        if stop <= self.start:
+            return ""
+        words = self.text.split()
+        if self.phonemes:
+            begun = 1 + sum(1 for p in self.phonemes if p.phoneme == WORD_GAP and self.start + p.end <= stop)
+        else:
+            begun = math.ceil(len(words) * (stop - self.start) / (self.end - self.start))
+        return " ".join(words[: min(begun, len(words))])
+
+
+@dataclass
+class Turn:
+    """Speaks `text` through `source`: audio and mouth on the clock, bot text as each sentence starts playing."""
+
+    text: str
+    tts: TTS
+    voice: Voice
+    source: AvatarSource
+    clock: MediaClock
+    chat: ChatStream
+    send_chat: Callable[[list[str]], None]
+    send_event: Callable[[Message], None]
+    speed: float = 1.0
+    pron_map: Mapping[str, str] = field(default_factory=dict)
+    pieces: list[Spoken] = field(default_factory=list)
+    stopped_at: float | None = None
+    """Session time the sound was cut by an interrupt; None if the turn played to its end."""
+    _started: bool = False
+    _text_done: bool = False
+
+    async def run(self) -> None:
+        """Synthesise and play the whole reply; returns when its last sample has been played."""
+        queue: asyncio.Queue[Spoken | None] = asyncio.Queue()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._synthesize(queue))
+                group.create_task(self._narrate(queue))
+        finally:
+            self._finish()
+
+    def interrupt(self) -> float:
+        """Cut the sound now (within one 20 ms frame); the caller then cancels the task running `run()`."""
+        if self.stopped_at is None:
+            self.stopped_at = self.source.silence()
+        return self.stopped_at
+
+    def heard(self) -> str:
+        """What the user actually heard of this reply."""
+        stop = math.inf if self.stopped_at is None else self.stopped_at
+        return " ".join(part for part in (piece.heard(stop) for piece in self.pieces) if part)
+
+    async def _synthesize(self, queue: asyncio.Queue[Spoken | None]) -> None:
+        try:
+            async for chunk in self.tts.synthesize(self.text, self.voice, speed=self.speed, pron_map=self.pron_map):
+                start, end = self.source.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
+                piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes)
+                self.pieces.append(piece)
+                queue.put_nowait(piece)
+        finally:
+            queue.put_nowait(None)
+
+    async def _narrate(self, queue: asyncio.Queue[Spoken | None]) -> None:
+        current = await queue.get()
+        end = self.clock.now()
+        while current is not None:
+            await self.clock.wait_until(current.start)
+            if not self._started:
+                self._started = True
+                self.send_event(event(AUDIO_START))
+            following = await queue.get()
+            last = following is None
+            self.send_chat(self.chat.piece(current.text if last else current.text + " ", last=last))
+            self._text_done = last
+            end, current = current.end, following
+        await self.clock.wait_until(end)
+
+    def _finish(self) -> None:
+        if self._started and not self._text_done:
+            self.send_chat(self.chat.piece("", last=True))  # clients wait for fin: close the cut-off message
+        if self._started:
+            self.send_event(event(AUDIO_END))
