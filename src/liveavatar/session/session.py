@@ -31,7 +31,7 @@ from liveavatar.protocol import (
 from liveavatar.render.background import Background
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.settings import SessionSettings
-from liveavatar.session.turn import Turn
+from liveavatar.session.turn import Turn, retell
 from liveavatar.speech.base import Voice
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store.sessions import Status
@@ -233,7 +233,7 @@ class Session:
             settings = self.settings
             voice = self._voice_for(settings)
             turn = Turn(
-                text,
+                retell(text),
                 tts=self._voices.tts_for(voice),
                 voice=voice,
                 source=self.source,

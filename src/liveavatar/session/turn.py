@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message, event
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.playback import to_playback_rate
 from liveavatar.speech.base import TTS, WORD_GAP, PhonemeTiming, Voice
+from liveavatar.speech.text import split_sentences
 from liveavatar.transport.tracks import MediaClock
 
 
@@ -37,11 +38,17 @@ class Spoken:
         return " ".join(words[: min(begun, len(words))])
 
 
+async def retell(text: str) -> AsyncIterator[str]:
+    """Retelling mode's text source: the client's text, sentence by sentence."""
+    for sentence in split_sentences(text):
+        yield sentence
+
+
 @dataclass
 class Turn:
-    """Speaks `text` through `source`: audio and mouth on the clock, bot text as each sentence starts playing."""
+    """Speaks `sentences` through `source`: audio and mouth on the clock, bot text as each sentence plays."""
 
-    text: str
+    sentences: AsyncIterator[str]
     tts: TTS
     voice: Voice
     source: AvatarSource
@@ -80,11 +87,13 @@ class Turn:
 
     async def _synthesize(self, queue: asyncio.Queue[Spoken | None]) -> None:
         try:
-            async for chunk in self.tts.synthesize(self.text, self.voice, speed=self.speed, pron_map=self.pron_map):
-                start, end = self.source.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
-                piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes)
-                self.pieces.append(piece)
-                queue.put_nowait(piece)
+            async for sentence in self.sentences:
+                speech = self.tts.synthesize(sentence, self.voice, speed=self.speed, pron_map=self.pron_map)
+                async for chunk in speech:
+                    start, end = self.source.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
+                    piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes)
+                    self.pieces.append(piece)
+                    queue.put_nowait(piece)
         finally:
             queue.put_nowait(None)
 
