@@ -9,9 +9,9 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from servers import VENV_BIN, cli
 
 from liveavatar.render.avatars import builtin_portraits
+from servers import VENV_BIN, cli
 
 
 def run(*args: str, data_dir: Path, pack_dir: Path) -> subprocess.CompletedProcess[str]:
