@@ -249,8 +249,9 @@ class Session:
             try:
                 await task
             except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise  # the loop itself is being cancelled
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the session is closing, not just this reply being interrupted
             finally:
                 self._turn = self._reply_task = None
                 self.history.append({"from": "bot", "text": turn.heard(), "interrupted": turn.stopped_at is not None})
