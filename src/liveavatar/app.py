@@ -21,6 +21,9 @@ from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner, load_secret
 from liveavatar.services import Services
 from liveavatar.session.host import HostLimits, SessionHost
+from liveavatar.session.listening import Ears
+from liveavatar.speech.stt import WhisperSTT
+from liveavatar.speech.vad import SileroVAD
 from liveavatar.speech.voices import VoiceRegistry, discover_voices
 from liveavatar.store import Store
 from liveavatar.transport.ice import advertise_hosts
@@ -37,6 +40,7 @@ def build_services(settings: Settings) -> Services:
     voices = VoiceRegistry(discover_voices())
     limits = HostLimits(settings.max_sessions, settings.join_token_ttl, settings.rejoin_grace)
     advertise_hosts(settings.ice_hosts)
+    ears = Ears(vad=SileroVAD(), stt=WhisperSTT(cache_dir=settings.data_dir / "models"))
     return Services(
         settings=settings,
         store=store,
@@ -51,7 +55,9 @@ def build_services(settings: Settings) -> Services:
             voices=voices,
             ice_servers=settings.ice_servers,
             allow_private_urls=settings.allow_private_urls,
+            ears=ears,
         ),
+        ears=ears,
     )
 
 
@@ -63,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await services.store.migrate()
         await asyncio.to_thread(services.avatars.prepare)
+        await asyncio.to_thread(services.ears.load)
         await services.host.start()
         try:
             yield

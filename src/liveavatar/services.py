@@ -9,6 +9,7 @@ from liveavatar.config import Settings
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner
 from liveavatar.session.host import SessionHost
+from liveavatar.session.listening import Ears
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store import Store
 
@@ -24,3 +25,4 @@ class Services:
     avatars: AvatarRegistry
     voices: VoiceRegistry
     host: SessionHost
+    ears: Ears

@@ -150,5 +150,7 @@ async def session_transcript(
         raise NotFound(f"session {id!r} does not exist")
     session = services.host.get(id)
     if session is None:
-        return ok({"live": False, "messages": [], "interrupts": []})
-    return ok({"live": True, "messages": session.history, "interrupts": session.interrupts})
+        return ok({"live": False, "messages": [], "interrupts": [], "barge_ins": []})
+    return ok(
+        {"live": True, "messages": session.history, "interrupts": session.interrupts, "barge_ins": session.barge_ins}
+    )

@@ -17,6 +17,7 @@ from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.render.motion import Motion
 from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
+from liveavatar.session.listening import Ears
 from liveavatar.session.session import Session
 from liveavatar.session.settings import SessionSettings
 from liveavatar.speech.voices import VoiceRegistry
@@ -50,6 +51,7 @@ class SessionHost:
         voices: VoiceRegistry,
         ice_servers: list[dict[str, Any]],
         allow_private_urls: bool = False,
+        ears: Ears | None = None,
     ) -> None:
         self._store = store
         self.limits = limits
@@ -57,6 +59,7 @@ class SessionHost:
         self._voices = voices
         self._ice_servers = ice_servers
         self._allow_private_urls = allow_private_urls
+        self._ears = ears
         self._live: dict[str, Session] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
@@ -113,6 +116,7 @@ class SessionHost:
             source=AvatarSource(Renderer(self._avatars.pack(avatar.avatar_id)), Motion(seed=hash(row.id) & 0xFFFF)),
             voices=self._voices,
             allow_private_urls=self._allow_private_urls,
+            ears=self._ears,
             ice_servers=self._ice_servers,
             rejoin_grace=self.limits.rejoin_grace,
             end=lambda status, reason: self._close_later(row.id, status, reason),

@@ -30,6 +30,7 @@ from liveavatar.protocol import (
 )
 from liveavatar.render.background import Background
 from liveavatar.session.avatar import AvatarSource
+from liveavatar.session.listening import Ears, Listener
 from liveavatar.session.settings import SessionSettings
 from liveavatar.session.turn import Turn, retell
 from liveavatar.speech.base import Voice
@@ -55,6 +56,7 @@ class Session:
         source: AvatarSource,
         voices: VoiceRegistry,
         allow_private_urls: bool = False,
+        ears: Ears | None = None,
         ice_servers: list[dict[str, Any]],
         rejoin_grace: float,
         end: EndSession,
@@ -74,6 +76,13 @@ class Session:
         self.interrupts: list[dict[str, float]] = []
         """For each interrupt: session time it was handled and where the sound stopped."""
         self._turn: Turn | None = None
+        self.barge_ins: list[dict[str, float]] = []
+        """For each barge-in: the user's speech onset and where the avatar's sound stopped (session time)."""
+        self._listener: Listener | None = None
+        if ears is not None:
+            self._listener = Listener(
+                ears, self.clock, lambda: self.settings, on_speech=self._barge_in, on_utterance=self._user_said
+            )
         self._ice_servers = ice_servers
         self._rejoin_grace = rejoin_grace
         self._end = end
@@ -87,6 +96,8 @@ class Session:
         self._spawn(self._pacer.run(), "pacer")
         self._spawn(self._reply_loop(), "replies")
         self._spawn(self._expire_partials(), "chat-expiry")
+        if self._listener is not None:
+            self._spawn(self._listener.run(), "listener")
         if settings.background_url:
             self._spawn(self._change_background(settings.background_url), "background")
 
@@ -153,6 +164,19 @@ class Session:
 
     def _on_microphone(self, frame: av.AudioFrame) -> None:
         self.inbound_frames["audio"] += 1
+        if self._listener is not None:
+            self._listener.push(frame)
+
+    def _barge_in(self, onset: float) -> None:
+        # The detector reports onsets only after MIN_SPEECH_MS of voice: clicks and coughs don't interrupt.
+        if self._turn is not None and self._turn.stopped_at is None:
+            self.interrupt()
+            if self._turn is not None and self._turn.stopped_at is not None:
+                self.barge_ins.append({"onset": onset, "silent_from": self._turn.stopped_at})
+
+    async def _user_said(self, text: str) -> None:
+        self._pacer.push_chat(ChatStream(new_id(), "user", self.settings.profile).piece(text, last=True))
+        self._replies.put_nowait(text)
 
     def _on_camera(self, frame: av.VideoFrame) -> None:
         self.inbound_frames["video"] += 1
@@ -198,6 +222,8 @@ class Session:
             updated = self.settings.updated(command, self._voices)
             self._voice_for(updated)  # a language no voice speaks is refused here, not at the next reply
             self.settings = updated
+            if self._listener is not None:
+                self._listener.update(updated)
             if command.bgurl:
                 self._spawn(self._change_background(command.bgurl, command), "background")
                 return  # acked once the image is in

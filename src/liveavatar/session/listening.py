@@ -1,0 +1,98 @@
+"""A session's ears: microphone frames -> 16 kHz -> turn detection -> transcripts, barge-in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from liveavatar.session.settings import SessionSettings
+from liveavatar.speech.resample import FloatAudio, Resampler
+from liveavatar.speech.stt import Transcript, WhisperSTT, normalize_stt_language
+from liveavatar.speech.turns import Partial, SpeechStarted, SpeechStopped, TurnDetector
+from liveavatar.speech.vad import SileroVAD
+from liveavatar.transport.tracks import MediaClock
+
+log = logging.getLogger(__name__)
+LISTEN_RATE = 16_000
+QUEUE_FRAMES = 250
+"""Inbound 20 ms frames buffered while the listener is busy (5 s); older ones are dropped."""
+
+
+@dataclass(frozen=True)
+class Ears:
+    """The models every session's listener shares (loaded once per process)."""
+
+    vad: SileroVAD
+    stt: WhisperSTT
+
+    def load(self) -> None:
+        """Load the VAD and the English STT model now (blocking), so no utterance waits for them."""
+        self.vad.load()
+        self.stt.model_for(None)
+
+
+class Listener:
+    """Turns one session's microphone into user turns; calls back on speech onset and on each transcript."""
+
+    def __init__(
+        self,
+        ears: Ears,
+        clock: MediaClock,
+        settings: Callable[[], SessionSettings],
+        *,
+        on_speech: Callable[[float], None],
+        on_utterance: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._ears = ears
+        self._clock = clock
+        self._settings = settings
+        self._on_speech = on_speech
+        self._on_utterance = on_utterance
+        self.frames: asyncio.Queue[av.AudioFrame] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+        self._detector = TurnDetector(ears.vad, settings().turn, transcribe=self._transcribe)
+        self._resampler = Resampler(LISTEN_RATE)
+        self._origin: float | None = None
+        self.heard_utterances = 0
+
+    def push(self, frame: av.AudioFrame) -> None:
+        """Take a microphone frame (from the peer's reader); drops the oldest when the listener lags."""
+        if self.frames.full():
+            self.frames.get_nowait()
+        self.frames.put_nowait(frame)
+
+    def update(self, settings: SessionSettings) -> None:
+        """New turn-detection settings apply from the next utterance."""
+        self._detector.update(settings.turn)
+
+    async def _transcribe(self, audio: FloatAudio) -> Transcript:
+        return await self._ears.stt.transcribe(audio, normalize_stt_language(self._settings().stt_language))
+
+    async def run(self) -> None:
+        """Listen until cancelled (the session owns this task)."""
+        while True:
+            frame = await self.frames.get()
+            if self._origin is None:
+                self._origin = self._clock.now() - frame.samples / frame.sample_rate
+            t = self._origin + self._resampler.emitted / LISTEN_RATE
+            samples = np.asarray(frame.to_ndarray(), dtype=np.int16)  # aiortc decodes to s16
+            pcm = self._resampler.process(samples, frame.sample_rate, len(frame.layout.channels))
+            for event in await self._detector.feed(pcm, t):
+                await self._handle(event)
+
+    async def _handle(self, event: SpeechStarted | SpeechStopped | Partial) -> None:
+        if isinstance(event, SpeechStarted):
+            self._on_speech(event.t)
+        elif isinstance(event, SpeechStopped):
+            transcript = event.transcript
+            if transcript is None:
+                language = normalize_stt_language(self._settings().stt_language)
+                transcript = await self._ears.stt.transcribe(event.audio, language)
+            text = transcript.text.strip()
+            if text:
+                self.heard_utterances += 1
+                await self._on_utterance(text)

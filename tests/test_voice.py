@@ -1,0 +1,142 @@
+"""Voice interaction end to end: recorded speech as the client's microphone, transcripts, replies, barge-in."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import Deployment
+from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
+from liveavatar.speech.voices import VoiceRegistry, discover_voices
+from servers import Server
+
+LOOPBACK = ["127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """Listening does not depend on storage: SQLite only."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def deployment(make_server: Callable[..., Server]) -> Deployment:
+    """A server with room for every session this module makes."""
+    return Deployment(make_server(args=("--max-sessions", "16")).start())
+
+
+@pytest.fixture
+async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
+    """A REST client with alice's key."""
+    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def say() -> Callable[[str], tuple[np.ndarray, int]]:
+    """Recorded speech made with the packaged Piper voice: text -> (int16 samples, rate)."""
+    voices = VoiceRegistry(discover_voices())
+    voice = voices.default_voice("en")
+    tts = voices.tts_for(voice)
+
+    def speak(text: str) -> tuple[np.ndarray, int]:
+        async def collect() -> tuple[np.ndarray, int]:
+            chunks = [chunk async for chunk in tts.synthesize(text, voice)]
+            return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
+
+        return asyncio.run(collect())
+
+    return speak
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def user_chat(message: dict[str, Any]) -> bool:
+    """A transcript of the user's speech."""
+    return message.get("type") == "chat" and message.get("pld", {}).get("from") == "user"
+
+
+async def join_with_mic(api: LiveAvatarApi, **params: Any) -> tuple[dict[str, Any], Connection, MicrophoneTrack]:
+    """A session joined with a microphone track the test can feed."""
+    mic = MicrophoneTrack()
+    session = await api.create_session("astronaut", **params)
+    conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, microphone=mic)
+    await asyncio.wait_for(conn.video.get(), 10)
+    return session, conn, mic
+
+
+async def test_spoken_question_is_transcribed_and_answered(
+    api: LiveAvatarApi, say: Callable[[str], tuple[np.ndarray, int]]
+) -> None:
+    _, conn, mic = await join_with_mic(api)
+    try:
+        samples, rate = await asyncio.to_thread(say, "What time does the library open tomorrow?")
+        mic.push(samples, rate)
+        heard = await conn.next_message(user_chat, timeout=30)
+        assert heard["fin"] is True
+        assert words(heard["pld"]["text"]) == words("What time does the library open tomorrow?")
+        answer = await conn.bot_reply(timeout=30)  # retelling: the avatar repeats what it heard
+        assert words(answer) == words(heard["pld"]["text"])
+    finally:
+        await conn.aclose()
+
+
+async def test_pause_length_against_silence_duration(
+    api: LiveAvatarApi, say: Callable[[str], tuple[np.ndarray, int]]
+) -> None:
+    first, rate = await asyncio.to_thread(say, "I would like a coffee")
+    second, _ = await asyncio.to_thread(say, "with oat milk please")
+    pause = np.zeros(int(0.4 * rate), dtype=np.int16)
+    phrase = np.concatenate([first, pause, second])
+    vad = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300}
+    _, conn, mic = await join_with_mic(api, voice_params={"turn_detection": {**vad, "silence_duration_ms": 800}})
+    try:
+        mic.push(phrase, rate)
+        one = await conn.next_message(user_chat, timeout=30)
+        assert words(one["pld"]["text"])[:2] == ["i", "would"] and "milk" in words(one["pld"]["text"])
+        # Live change: shorter silence from the next utterance on; the 400 ms pause now ends the turn.
+        ack = await conn.set_params(vparams={"turn_detection": {**vad, "silence_duration_ms": 300}})
+        assert ack["pld"]["code"] == 1000
+        await conn.bot_reply(timeout=30)
+        mic.push(phrase, rate)
+        two = await conn.next_message(user_chat, timeout=30)
+        three = await conn.next_message(user_chat, timeout=30)
+        assert "coffee" in words(two["pld"]["text"]) and "milk" not in words(two["pld"]["text"])
+        assert "milk" in words(three["pld"]["text"])
+    finally:
+        await conn.aclose()
+
+
+async def test_barge_in_stops_the_avatar_and_keeps_what_the_user_said(
+    api: LiveAvatarApi, say: Callable[[str], tuple[np.ndarray, int]]
+) -> None:
+    session, conn, mic = await join_with_mic(api)
+    try:
+        conn.send_chat(
+            "Let me tell you a long story about the sea. It goes on and on for a long time. "
+            "There are waves, and ships, and many many birds flying over the water all day."
+        )
+        await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_start", timeout=30)
+        await asyncio.sleep(1.0)
+        samples, rate = await asyncio.to_thread(say, "Stop, please tell me about the weather instead.")
+        mic.push(samples, rate)
+        await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
+        heard = await conn.next_message(user_chat, timeout=30)
+        assert "weather" in words(heard["pld"]["text"])  # the speech that interrupted is not lost
+        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        barge = transcript["barge_ins"][0]
+        latency = barge["silent_from"] - barge["onset"]
+        print(f"barge-in: avatar silent {latency * 1000:.0f} ms after the user's speech onset")
+        assert 0 <= latency <= 0.300
+        story = [m for m in transcript["messages"] if m["from"] == "bot"][0]
+        assert story["interrupted"] is True
+    finally:
+        await conn.aclose()
