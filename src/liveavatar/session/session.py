@@ -69,6 +69,8 @@ class Session:
         self.joined = False
         self.inbound_frames = {"audio": 0, "video": 0}
         """Frames received from the client's microphone and camera."""
+        self.latest_camera: av.VideoFrame | None = None
+        """The client's latest camera frame, if it publishes one."""
         self._voices = voices
         self._allow_private_urls = allow_private_urls
         self.history: list[dict[str, Any]] = []
@@ -179,7 +181,9 @@ class Session:
         self._replies.put_nowait(text)
 
     def _on_camera(self, frame: av.VideoFrame) -> None:
+        # Keeping a reference is free; the frame is encoded only if a dialogue turn sends it to the LLM.
         self.inbound_frames["video"] += 1
+        self.latest_camera = frame
 
     # --- stream messages -----------------------------------------------------------------------
 
