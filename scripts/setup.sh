@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 mode=run
 [[ "${1:-}" == "--test" ]] && mode=test
 
-apt_packages=(espeak-ng libespeak-ng1)
+apt_packages=(espeak-ng libespeak-ng1 antiword)
 [[ $mode == test ]] && apt_packages+=(postgresql chromium iproute2 util-linux)
 
 missing=()
@@ -50,7 +50,9 @@ inputs=$(cat pyproject.toml scripts/requirements-nodeps.txt scripts/setup.sh | s
 if [[ -f $stamp && $(cat "$stamp") == "$inputs" ]]; then
     exit 0
 fi
-echo "==> installing liveavatar and its dependencies into .venv (first time: a few minutes)"
+echo "==> installing liveavatar and its dependencies into .venv (first time: ~15 minutes, llama.cpp compiles)"
+# A portable llama.cpp build (pip caches the wheel, so this compiles once per machine).
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 extra=""
 [[ $mode == test ]] && extra="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip

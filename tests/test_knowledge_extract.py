@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,58 @@ def make_docx(paragraphs: list[str], table: list[list[str]] | None = None, headi
     return buffer.getvalue()
 
 
+def make_doc(paragraphs: list[str]) -> bytes:
+    """A real legacy Word 97 .doc: a FIB, the text as one cp1252 piece, and a piece table, in an OLE container."""
+    text = ("\r".join(paragraphs) + "\r").encode("cp1252")
+    fc_text = 0x400
+    fib = bytearray(fc_text)
+    struct.pack_into("<HHHHHH", fib, 0, 0xA5EC, 0x00C1, 0, 0x0409, 0, 0x0200)  # 0x0200: table stream is 1Table
+    struct.pack_into("<H", fib, 0x0C, 0x00BF)
+    struct.pack_into("<II", fib, 0x18, fc_text, fc_text + len(text))  # fcMin, fcMac
+    struct.pack_into("<H", fib, 0x20, 14)
+    struct.pack_into("<H", fib, 0x3E, 22)
+    struct.pack_into("<I", fib, 0x40, fc_text + len(text))  # cbMac
+    struct.pack_into("<I", fib, 0x4C, len(text))  # ccpText
+    struct.pack_into("<H", fib, 0x98, 0x5D)
+    # one piece: CPs [0, n), text at fc_text, 8-bit ("compressed": bit 30 set, offset doubled)
+    pieces = struct.pack("<II", 0, len(text)) + struct.pack("<HIH", 0, (fc_text * 2) | 0x40000000, 0)
+    clx = b"\x02" + struct.pack("<I", len(pieces)) + pieces
+    # a style sheet with one empty style: STSHI (18 bytes: cstd=1, cbSTDBaseInFile=10, ...), then cbStd=0
+    styles = struct.pack("<H9H", 18, 1, 10, 0, 0, 0, 0, 0, 0, 0) + struct.pack("<H", 0)
+    struct.pack_into("<II", fib, 0x1A2, 0, len(clx))  # fcClx, lcbClx
+    struct.pack_into("<II", fib, 0xA2, len(clx), len(styles))  # fcStshf, lcbStshf
+    word = bytes(fib) + text
+    # streams of 4096 bytes or more live in regular sectors, so no mini stream is needed
+    table = (clx + styles).ljust(4096, b"\0")
+    return _ole({"WordDocument": word.ljust(max(4096, len(word)), b"\0"), "1Table": table})
+
+
+def _ole(streams: dict[str, bytes]) -> bytes:
+    """A compound file (512-byte sectors, one FAT sector) holding `streams` (WordDocument and 1Table)."""
+    end, free, fat_sector, none = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+    fat, starts, data = [fat_sector, end], [], b""
+    for body in streams.values():
+        body += bytes(-len(body) % 512)
+        count = len(body) // 512
+        starts.append(len(fat))
+        fat += [len(fat) + i + 1 for i in range(count - 1)] + [end]
+        data += body
+    fat += [free] * (128 - len(fat))
+
+    def entry(name: str, kind: int, left: int, child: int, start: int, size: int) -> bytes:
+        raw = (name.encode("utf-16-le") + b"\0\0") if name else b""
+        head = raw.ljust(64, b"\0") + struct.pack("<HBBIII", len(raw), kind, 1, left, none, child)
+        return head + bytes(36) + struct.pack("<IQ", start, size)
+
+    sizes = [len(body) for body in streams.values()]
+    # directory tree: the root's child is WordDocument; 1Table sorts before it (shorter name), as its left sibling
+    directory = entry("Root Entry", 5, none, 1, end, 0) + entry("WordDocument", 2, 2, none, starts[0], sizes[0])
+    directory += entry("1Table", 2, none, none, starts[1], sizes[1]) + entry("", 0, none, none, 0, 0)
+    header = bytes.fromhex("D0CF11E0A1B11AE1") + bytes(16) + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6)
+    header += bytes(6) + struct.pack("<9I", 0, 1, 1, 0, 4096, end, 0, end, 0) + struct.pack("<109I", 0, *[free] * 108)
+    return header + struct.pack("<128I", *fat) + directory + data
+
+
 def _words(text: str) -> str:
     return " ".join(text.split())
 
@@ -102,7 +155,7 @@ def test_docx_paragraphs_headings_and_tables() -> None:
 
 
 def test_txt_and_md() -> None:
-    assert extract_text("Pemberton hotline: 7am to 3pm.\r\n".encode(), "support.txt") == "Pemberton hotline: 7am to 3pm."
+    assert extract_text(b"Pemberton hotline: 7am to 3pm.\r\n", "support.txt") == "Pemberton hotline: 7am to 3pm."
     md = b"# Release notes\n\nThe **Nimbus-9** firmware adds the [Krellic protocol](https://example.com/k).\n\n```\ncode\n```\n"
     text = extract_text(md, "notes.md")
     assert "Release notes" in text and "#" not in text
@@ -214,7 +267,21 @@ def test_corrupt_files_raise_param_error() -> None:
         extract_text(truncated, "short.pdf")
 
 
-@pytest.mark.skipif(shutil.which("antiword") is None and shutil.which("catdoc") is None, reason="needs antiword")
+needs_doc_tool = pytest.mark.skipif(
+    shutil.which("antiword") is None and shutil.which("catdoc") is None, reason="needs antiword (Debian package)"
+)
+
+
+@needs_doc_tool
+def test_legacy_doc() -> None:
+    data = make_doc(["Legacy memo", "The Quorvane archive in Tromsø opens at 6am on Tuesdays.", FILLER])
+    text = extract_text(data, "memo.doc")
+    assert "Legacy memo" in text
+    assert "The Quorvane archive in Tromsø opens at 6am on Tuesdays." in text.splitlines()
+    assert detect_format("upload", "", data) == "doc"
+
+
+@needs_doc_tool
 def test_doc_reader_reports_unreadable_files() -> None:
     with pytest.raises(ParamError, match="antiword|catdoc"):
         extract_text(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + os.urandom(2000), "old.doc")

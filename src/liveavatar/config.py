@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from liveavatar.llm import LLMSettings
 
 
 def default_data_dir() -> Path:
@@ -47,6 +50,25 @@ class Settings(BaseSettings):
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     """RTCIceServer objects (STUN/TURN) given to both peers; none by default."""
     allow_private_urls: bool = False
+    """Let server-side fetches (backgrounds, knowledge documents) reach private/loopback addresses."""
+
+    knowledge_embeddings: bool = True
+    """Hybrid retrieval (BM25 + the packaged MiniLM embeddings); false: BM25 only, much faster ingestion."""
+
+    llm_backend: str = "local"
+    """Dialogue mode's LLM: `local` (llama.cpp with the packaged SmolLM2) or `openai` (any compatible server)."""
+    llm_model_path: Path | None = None
+    """GGUF file for the local backend; the packaged SmolLM2-135M-Instruct when unset."""
+    llm_base_url: str = "http://127.0.0.1:8000/v1"
+    llm_model: str = ""
+    llm_api_key: SecretStr | None = None
+    llm_timeout: float = Field(60.0, gt=0)
+    llm_first_token_timeout: float = Field(15.0, gt=0)
+    llm_retries: int = Field(1, ge=0, le=5)
+    llm_max_tokens: int = Field(200, ge=16, le=4096)
+    llm_temperature: float = Field(0.7, ge=0, le=2)
+    llm_context_tokens: int = Field(2048, ge=512)
+    llm_supports_images: bool = False
 
     @field_validator("ice_hosts", mode="before")
     @classmethod
@@ -54,6 +76,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def llm_settings(self) -> LLMSettings:
+        """The LLM configuration in the form the LLM registry takes."""
+        from liveavatar.llm import LLMSettings
+
+        return LLMSettings(
+            backend=self.llm_backend,
+            model_path=self.llm_model_path,
+            base_url=self.llm_base_url,
+            model=self.llm_model,
+            api_key=self.llm_api_key.get_secret_value() if self.llm_api_key else None,
+            timeout=self.llm_timeout,
+            first_token_timeout=self.llm_first_token_timeout,
+            retries=self.llm_retries,
+            max_tokens=self.llm_max_tokens,
+            temperature=self.llm_temperature,
+            supports_images=self.llm_supports_images,
+            context_tokens=self.llm_context_tokens,
+        )
 
     @property
     def resolved_database_url(self) -> str:

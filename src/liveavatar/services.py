@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from liveavatar.api.ratelimit import RateLimiter
 from liveavatar.config import Settings
+from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner
 from liveavatar.session.host import SessionHost
@@ -26,3 +27,4 @@ class Services:
     voices: VoiceRegistry
     host: SessionHost
     ears: Ears
+    knowledge: IngestionJobs

@@ -76,15 +76,17 @@ class BodyTooLarge(Exception):
 class GuardMiddleware:
     """Outermost ASGI layer: caps request bodies and turns any unhandled error into an envelope."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, large_bodies: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.large_bodies = large_bodies or {}
+        """Paths that take bigger bodies (file uploads) and their own limits."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit = self.large_bodies.get(scope.get("path", ""), self.max_body_bytes)
         too_large = _error_bytes(Code.PARAM_ERROR, f"request body too large (limit {limit} bytes)")
         length = dict(scope.get("headers", ())).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):

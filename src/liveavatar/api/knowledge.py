@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from liveavatar.api.auth import Auth, ServicesDep
 from liveavatar.api.envelope import ok
 from liveavatar.api.schemas import KnowledgeCreate, KnowledgeRef, KnowledgeUpdate
 from liveavatar.clock import new_id, now_ms
-from liveavatar.errors import NotFound
+from liveavatar.errors import NotFound, ParamError
+from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.store.models import KnowledgeBase
 
 router = APIRouter(prefix="/api/open/v4/knowledge", tags=["knowledge"])
+UPLOAD_PATH = "/api/open/v4/knowledge/upload"
+UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 
 
-def knowledge_view(row: KnowledgeBase) -> dict[str, Any]:
-    """The knowledge base object of the API."""
+def knowledge_view(row: KnowledgeBase, jobs: IngestionJobs) -> dict[str, Any]:
+    """The knowledge base object of the API, with its ingestion progress and per-document status."""
+    status = jobs.status(row.id)
     return {
         "_id": row.id,
         "uid": row.owner_id,
@@ -28,6 +32,7 @@ def knowledge_view(row: KnowledgeBase) -> dict[str, Any]:
         "urls": row.urls,
         "create_time": row.create_time,
         "update_time": row.update_time,
+        "ingest": status.to_api() if status else {"state": "pending", "progress": 0.0, "documents": []},
     }
 
 
@@ -50,7 +55,9 @@ async def create_knowledge(body: KnowledgeCreate, principal: Auth, services: Ser
         create_time=now,
         update_time=now,
     )
-    return ok(knowledge_view(await services.store.knowledge.add(row)))
+    await services.store.knowledge.add(row)
+    services.knowledge.start(row)
+    return ok(knowledge_view(row, services.knowledge))
 
 
 @router.get("/list", summary="The caller's knowledge bases")
@@ -62,7 +69,7 @@ async def list_knowledge(
     name: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Any:
     rows = await services.store.knowledge.page(principal.key_id, page=page, size=size, name=name)
-    return ok([knowledge_view(row) for row in rows])
+    return ok([knowledge_view(row, services.knowledge) for row in rows])
 
 
 @router.get("/detail", summary="One knowledge base")
@@ -70,19 +77,42 @@ async def knowledge_detail(principal: Auth, services: ServicesDep, id: Annotated
     row = await services.store.knowledge.get(id, principal.key_id)
     if row is None:
         raise _missing(id)
-    return ok(knowledge_view(row))
+    return ok(knowledge_view(row, services.knowledge))
 
 
 @router.post("/update", summary="Change a knowledge base")
 async def update_knowledge(body: KnowledgeUpdate, principal: Auth, services: ServicesDep) -> Any:
-    row = await services.store.knowledge.update(body.id, principal.key_id, body.changes())
+    changes = body.changes()
+    row = await services.store.knowledge.update(body.id, principal.key_id, changes)
     if row is None:
         raise _missing(body.id)
-    return ok(knowledge_view(row))
+    if "docs" in changes or "urls" in changes:
+        services.knowledge.start(row)  # re-index what changed
+    return ok(knowledge_view(row, services.knowledge))
 
 
 @router.delete("/delete", summary="Delete a knowledge base")
 async def delete_knowledge(body: KnowledgeRef, principal: Auth, services: ServicesDep) -> Any:
     if not await services.store.knowledge.delete(body.id, principal.key_id):
         raise _missing(body.id)
+    services.knowledge.delete(body.id)
     return ok(None)
+
+
+@router.post("/upload", summary="Add a local file to a knowledge base (liveavatar extension, multipart)")
+async def upload_knowledge(
+    principal: Auth,
+    services: ServicesDep,
+    id: Annotated[str, Form(min_length=1, max_length=64)],
+    file: Annotated[UploadFile, File(description="PDF, DOC, DOCX, TXT, MD, JSON, XML or CSV, up to 100 MB")],
+) -> Any:
+    """Store the file with the base and re-index it; progress shows in the detail response."""
+    row = await services.store.knowledge.get(id, principal.key_id)
+    if row is None:
+        raise _missing(id)
+    data = await file.read(UPLOAD_MAX_BYTES + 1)
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise ParamError(f"{file.filename!r} is larger than {UPLOAD_MAX_BYTES} bytes")
+    await services.knowledge.ingestor.ingest_upload(row.id, file.filename or "upload", data)
+    services.knowledge.start(row)
+    return ok(knowledge_view(row, services.knowledge))

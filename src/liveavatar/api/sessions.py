@@ -102,7 +102,7 @@ async def create_session(body: SessionCreate, principal: Auth, services: Service
             expire_time=now + duration * 1000,
         )
         await services.store.sessions.add(row)
-        services.host.open(row)
+        await services.host.open(row)
     return ok(session_view(row, services, base_url(request, services)))
 
 
@@ -151,6 +151,13 @@ async def session_transcript(
     session = services.host.get(id)
     if session is None:
         return ok({"live": False, "messages": [], "interrupts": [], "barge_ins": []})
+    passages = session.dialogue.last_passages if session.dialogue else []
     return ok(
-        {"live": True, "messages": session.history, "interrupts": session.interrupts, "barge_ins": session.barge_ins}
+        {
+            "live": True,
+            "messages": session.history,
+            "interrupts": session.interrupts,
+            "barge_ins": session.barge_ins,
+            "passages": passages,
+        }
     )

@@ -17,6 +17,7 @@ from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.render.motion import Motion
 from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
+from liveavatar.session.dialogue import Brain, Knowledge
 from liveavatar.session.listening import Ears
 from liveavatar.session.session import Session
 from liveavatar.session.settings import SessionSettings
@@ -52,6 +53,7 @@ class SessionHost:
         ice_servers: list[dict[str, Any]],
         allow_private_urls: bool = False,
         ears: Ears | None = None,
+        brain: Brain | None = None,
     ) -> None:
         self._store = store
         self.limits = limits
@@ -60,6 +62,7 @@ class SessionHost:
         self._ice_servers = ice_servers
         self._allow_private_urls = allow_private_urls
         self._ears = ears
+        self._brain = brain
         self._live: dict[str, Session] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
@@ -104,11 +107,16 @@ class SessionHost:
         finally:
             self._reserved -= 1
 
-    def open(self, row: SessionRow) -> Session:
+    async def open(self, row: SessionRow) -> Session:
         """Start holding a created session."""
         avatar = self._avatars.get(row.avatar_id)
         if avatar is None:
             raise NotFound(f"avatar {row.avatar_id!r} does not exist")
+        knowledge = None
+        if kb_id := row.params.get("knowledge_id"):
+            kb = await self._store.knowledge.get(kb_id, row.owner_id)
+            if kb is not None:
+                knowledge = Knowledge(kb.id, kb.prompt, kb.prologue)
         session = Session(
             row.id,
             row.owner_id,
@@ -117,6 +125,8 @@ class SessionHost:
             voices=self._voices,
             allow_private_urls=self._allow_private_urls,
             ears=self._ears,
+            brain=self._brain,
+            knowledge=knowledge,
             ice_servers=self._ice_servers,
             rejoin_grace=self.limits.rejoin_grace,
             end=lambda status, reason: self._close_later(row.id, status, reason),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 import av
+import cv2
 
 from liveavatar.clock import new_id
 from liveavatar.errors import LiveAvatarError, NoPermission
@@ -30,6 +31,7 @@ from liveavatar.protocol import (
 )
 from liveavatar.render.background import Background
 from liveavatar.session.avatar import AvatarSource
+from liveavatar.session.dialogue import Brain, Dialogue, Knowledge
 from liveavatar.session.listening import Ears, Listener
 from liveavatar.session.settings import SessionSettings
 from liveavatar.session.turn import Turn, retell
@@ -41,6 +43,7 @@ from liveavatar.transport.tracks import MediaClock
 
 log = logging.getLogger(__name__)
 EndSession = Callable[[Status, str], None]
+ReplyKind = Literal["answer", "say"]
 BACKGROUND_MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -57,6 +60,8 @@ class Session:
         voices: VoiceRegistry,
         allow_private_urls: bool = False,
         ears: Ears | None = None,
+        brain: Brain | None = None,
+        knowledge: Knowledge | None = None,
         ice_servers: list[dict[str, Any]],
         rejoin_grace: float,
         end: EndSession,
@@ -78,6 +83,8 @@ class Session:
         self.interrupts: list[dict[str, float]] = []
         """For each interrupt: session time it was handled and where the sound stopped."""
         self._turn: Turn | None = None
+        self.knowledge = knowledge
+        self.dialogue = Dialogue(brain, knowledge) if brain is not None else None
         self.barge_ins: list[dict[str, float]] = []
         """For each barge-in: the user's speech onset and where the avatar's sound stopped (session time)."""
         self._listener: Listener | None = None
@@ -91,7 +98,7 @@ class Session:
         self._peer: Peer | None = None
         self._pacer = OutboundPacer(self._send, settings.profile)
         self._assembler = ChatAssembler()
-        self._replies: asyncio.Queue[str] = asyncio.Queue()
+        self._replies: asyncio.Queue[tuple[ReplyKind, str]] = asyncio.Queue()
         self._reply_task: asyncio.Task[None] | None = None
         self._grace_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,6 +150,8 @@ class Session:
             self._peer = None
             await peer.aclose()
             raise
+        if not self.joined and self.knowledge is not None and self.knowledge.prologue.strip():
+            self._replies.put_nowait(("say", self.knowledge.prologue))
         self.joined = True
         self._cancel_grace()
         return answer
@@ -178,7 +187,7 @@ class Session:
 
     async def _user_said(self, text: str) -> None:
         self._pacer.push_chat(ChatStream(new_id(), "user", self.settings.profile).piece(text, last=True))
-        self._replies.put_nowait(text)
+        self._replies.put_nowait(("answer", text))
 
     def _on_camera(self, frame: av.VideoFrame) -> None:
         # Keeping a reference is free; the frame is encoded only if a dialogue turn sends it to the LLM.
@@ -211,7 +220,7 @@ class Session:
         if isinstance(message, ChatChunk):
             text = self._assembler.add(message)
             if text is not None and text.strip():
-                self._replies.put_nowait(text)
+                self._replies.put_nowait(("answer", text))
         elif isinstance(message, Interrupt | SetParams | SetAction):
             try:
                 self._command(message)
@@ -258,22 +267,10 @@ class Session:
 
     async def _reply_loop(self) -> None:
         while True:
-            text = await self._replies.get()
-            self.history.append({"from": "user", "text": text})
-            settings = self.settings
-            voice = self._voice_for(settings)
-            turn = Turn(
-                retell(text),
-                tts=self._voices.tts_for(voice),
-                voice=voice,
-                source=self.source,
-                clock=self.clock,
-                chat=ChatStream(new_id(), "bot", settings.profile),
-                send_chat=self._pacer.push_chat,
-                send_event=self.send_control,
-                speed=settings.speed,
-                pron_map=settings.pron_map,
-            )
+            kind, text = await self._replies.get()
+            if kind == "answer":
+                self.history.append({"from": "user", "text": text})
+            turn = self._turn_for(kind, text)
             task = asyncio.create_task(turn.run(), name=f"turn-{self.session_id}")
             self._turn, self._reply_task = turn, task
             try:
@@ -284,7 +281,46 @@ class Session:
                     raise  # the session is closing, not just this reply being interrupted
             finally:
                 self._turn = self._reply_task = None
-                self.history.append({"from": "bot", "text": turn.heard(), "interrupted": turn.stopped_at is not None})
+                heard = turn.heard()
+                self.history.append({"from": "bot", "text": heard, "interrupted": turn.stopped_at is not None})
+                if self.dialogue is not None:
+                    self.dialogue.remember(text if kind == "answer" else None, heard)
+
+    def _turn_for(self, kind: ReplyKind, text: str) -> Turn:
+        """A reply: the text itself (retelling, the prologue) or an LLM answer (dialogue mode)."""
+        settings = self.settings
+        voice = self._voice_for(settings)
+        dialogue = kind == "answer" and settings.mode == 2 and self.dialogue is not None
+        turn = Turn(
+            retell(text),
+            tts=self._voices.tts_for(voice),
+            voice=voice,
+            source=self.source,
+            clock=self.clock,
+            chat=ChatStream(new_id(), "bot", settings.profile),
+            send_chat=self._pacer.push_chat,
+            send_event=self.send_control,
+            speed=settings.speed,
+            pron_map=settings.pron_map,
+            narrate=not dialogue,
+        )
+        if dialogue and self.dialogue is not None:
+            turn.sentences = self.dialogue.answer(
+                text,
+                language=settings.language or voice.language,
+                image=self._camera_jpeg(),
+                on_text=turn.say_text,
+                on_error=self.send_control,
+            )
+        return turn
+
+    def _camera_jpeg(self) -> bytes | None:
+        """The latest camera frame as JPEG, only when the LLM takes images (otherwise it costs nothing)."""
+        frame = self.latest_camera
+        if frame is None or self.dialogue is None or not self.dialogue.brain.llm.supports_images:
+            return None
+        ok, data = cv2.imencode(".jpg", frame.to_ndarray(format="bgr24"), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        return data.tobytes() if ok else None
 
     def _voice_for(self, settings: SessionSettings) -> Voice:
         """The session's voice: the one chosen, else the language's default voice."""

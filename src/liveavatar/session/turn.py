@@ -58,10 +58,13 @@ class Turn:
     send_event: Callable[[Message], None]
     speed: float = 1.0
     pron_map: Mapping[str, str] = field(default_factory=dict)
+    narrate: bool = True
+    """Send each sentence's text as it starts playing; False when the text source sends it (`say_text`)."""
     pieces: list[Spoken] = field(default_factory=list)
     stopped_at: float | None = None
     """Session time the sound was cut by an interrupt; None if the turn played to its end."""
     _started: bool = False
+    _text_sent: bool = False
     _text_done: bool = False
 
     async def run(self) -> None:
@@ -79,6 +82,16 @@ class Turn:
         if self.stopped_at is None:
             self.stopped_at = self.source.silence()
         return self.stopped_at
+
+    def say_text(self, delta: str) -> None:
+        """Stream a piece of the reply's text to the client now (dialogue mode: as the LLM generates it)."""
+        if delta:
+            self._send_piece(delta, last=False)
+
+    def _send_piece(self, text: str, *, last: bool) -> None:
+        self._text_sent = True
+        self._text_done = last
+        self.send_chat(self.chat.piece(text, last=last))
 
     def heard(self) -> str:
         """What the user actually heard of this reply."""
@@ -106,14 +119,14 @@ class Turn:
                 self._started = True
                 self.send_event(event(AUDIO_START))
             following = await queue.get()
-            last = following is None
-            self.send_chat(self.chat.piece(current.text if last else current.text + " ", last=last))
-            self._text_done = last
+            if self.narrate:
+                last = following is None
+                self._send_piece(current.text if last else current.text + " ", last=last)
             end, current = current.end, following
         await self.clock.wait_until(end)
 
     def _finish(self) -> None:
-        if self._started and not self._text_done:
-            self.send_chat(self.chat.piece("", last=True))  # clients wait for fin: close the cut-off message
+        if self._text_sent and not self._text_done:
+            self._send_piece("", last=True)  # clients wait for fin: close an unfinished or cut-off message
         if self._started:
             self.send_event(event(AUDIO_END))

@@ -58,6 +58,11 @@ class KnowledgeRepository:
             raise KnowledgeExists(f"a knowledge base named {changes.get('name')!r} already exists") from exc
         return row
 
+    async def all(self) -> list[KnowledgeBase]:
+        """Every base of every owner (for resuming ingestion after a restart)."""
+        async with self._sessionmaker() as db:
+            return list(await db.scalars(select(KnowledgeBase)))
+
     async def delete(self, kb_id: str, owner_id: int) -> bool:
         """Delete the owner's base; False when it does not exist."""
         async with self._sessionmaker() as db, db.begin():

@@ -1,0 +1,136 @@
+"""Dialogue mode: the avatar answers through an LLM, grounded in the session's knowledge base."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from liveavatar.errors import Code
+from liveavatar.knowledge.index import IndexCache
+from liveavatar.llm import LLM, ChatMessage, LLMError, LLMSettings, build_messages
+from liveavatar.protocol import Message
+from liveavatar.speech.text import SentenceSplitter
+
+log = logging.getLogger(__name__)
+FALLBACK = "Sorry, I can't answer that right now. Please try again in a moment."
+"""Spoken when the LLM fails, so the user is never left in silence."""
+PASSAGES = 4
+
+
+class Retriever(Protocol):
+    """Finds the passages of a knowledge base that answer a question."""
+
+    async def search(self, kb_id: str, query: str, k: int) -> list[str]:
+        """The best `k` passages' texts, best first (empty when the base has none)."""
+        ...
+
+
+class IndexRetriever:
+    """Retrieval from the indexes the ingestion built (each loaded once, searched off the event loop)."""
+
+    def __init__(self, indexes: IndexCache) -> None:
+        self._indexes = indexes
+
+    async def search(self, kb_id: str, query: str, k: int) -> list[str]:
+        """The best `k` passages of the base, best first."""
+        index = await self._indexes.aget(kb_id)
+        if index is None:
+            return []
+        return [passage.text for passage in await index.asearch(query, k)]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """The knowledge base a session answers from."""
+
+    kb_id: str
+    prompt: str = ""
+    prologue: str = ""
+
+
+@dataclass(frozen=True)
+class Brain:
+    """What every session's dialogue shares: the LLM (loaded once per process) and retrieval."""
+
+    llm: LLM
+    settings: LLMSettings
+    retriever: Retriever | None = None
+
+
+@dataclass
+class Dialogue:
+    """One session's side of the conversation: history (only what the user heard) and grounded answers."""
+
+    brain: Brain
+    knowledge: Knowledge | None = None
+    history: list[ChatMessage] = field(default_factory=list)
+    last_passages: list[str] = field(default_factory=list)
+    """The passages retrieved for the latest question (shown by the transcript endpoint)."""
+
+    async def answer(
+        self,
+        user_text: str,
+        *,
+        language: str | None,
+        image: bytes | None,
+        on_text: Callable[[str], None],
+        on_error: Callable[[Message], None],
+    ) -> AsyncIterator[str]:
+        """Stream the answer: every text delta goes to `on_text` as generated; sentences are yielded for speech."""
+        passages = await self._retrieve(user_text)
+        messages = build_messages(
+            instructions=self.knowledge.prompt if self.knowledge else "",
+            passages=passages,
+            language=language,
+            history=self.history,
+            user_text=user_text,
+            context_tokens=self.brain.llm.context_tokens,
+            max_answer_tokens=self.brain.settings.max_tokens,
+            count_tokens=self.brain.llm.count_tokens,
+        )
+        splitter = SentenceSplitter()
+        images = [image] if image is not None and self.brain.llm.supports_images else []
+        produced = False
+        try:
+            stream = self.brain.llm.stream(
+                messages, max_tokens=self.brain.settings.max_tokens, temperature=self.brain.settings.temperature,
+                images=images,
+            )
+            async for delta in stream:
+                produced = produced or bool(delta.strip())
+                on_text(delta)
+                for sentence in splitter.feed(delta):
+                    yield sentence
+        except LLMError as exc:
+            log.warning("LLM failed: %s", exc.msg)
+            on_error({"v": 2, "type": "event", "pld": {"event": "error", "code": int(Code.PROCESSING_ERROR),
+                                                        "msg": f"the language model failed: {exc.msg}"}})
+            if not produced:
+                on_text(FALLBACK)
+                yield FALLBACK
+                return
+        rest = splitter.flush()
+        if rest:
+            yield rest
+
+    async def _retrieve(self, query: str) -> list[str]:
+        self.last_passages = []
+        if self.knowledge is None or self.brain.retriever is None:
+            return []
+        try:
+            self.last_passages = await self.brain.retriever.search(self.knowledge.kb_id, query, PASSAGES)
+        except Exception:
+            log.exception("retrieval from knowledge base %s failed", self.knowledge.kb_id)
+        return self.last_passages
+
+    def remember(self, user_text: str | None, heard: str) -> None:
+        """Record a finished exchange (or the prologue): the answer only as far as the user heard it."""
+        if user_text:
+            self.history.append(ChatMessage("user", user_text))
+        if heard:
+            self.history.append(ChatMessage("assistant", heard))
+        # The prompt builder trims to the context; this only bounds memory over a long session.
+        del self.history[: max(0, len(self.history) - 64)]
+
