@@ -278,9 +278,9 @@ async def test_build_llm_wraps_the_openai_backend(fake: Fake) -> None:
     try:
         assert "".join(await _collect(llm)) == "Hello there!"
     finally:
-        inner = llm.llm.llm
-        assert isinstance(inner, OpenAILLM)
-        await inner.aclose()
+        await llm.aclose()
+    with pytest.raises(LLMError, match="closed"):
+        await _collect(llm)
     with pytest.raises(LLMError, match="unknown LLM backend"):
         build_llm(LLMSettings(backend="nope"))
     with pytest.raises(LLMError, match="model name"):
@@ -355,5 +355,4 @@ async def test_real_server_through_build_llm_and_early_close(llama_server: str) 
     # The server is free again at once: a second request is answered.
     again = [d async for d in llm.stream(QUESTION, max_tokens=16, temperature=0.0)]
     assert "".join(again).strip()
-    inner = llm.llm.llm  # type: ignore[attr-defined]
-    await inner.aclose()
+    await llm.aclose()

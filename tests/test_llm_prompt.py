@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveavatar.llm import ChatMessage, LLMError, build_messages, estimate_tokens
-from liveavatar.llm.prompt import MESSAGE_OVERHEAD, REPLY_OVERHEAD, language_name, truncate
+from liveavatar.llm.prompt import MESSAGE_OVERHEAD, REPLY_OVERHEAD, language_name, system_prompt, truncate
 
 
 def _prompt_tokens(messages: list[ChatMessage]) -> int:
@@ -76,7 +76,8 @@ def test_passages_go_into_the_system_prompt_in_order_with_the_rule() -> None:
     system = messages[0].content
     assert system.index("[1] Check-in starts at 3 pm.") < system.index("[2] Breakfast is served")
     assert "say plainly that you do not have that information" in system
-    assert messages[-1].content == "When can I check in?"
+    assert system.startswith(system_prompt("", "en"))  # the fixed part comes first: a cacheable prefix
+    assert messages[-1] == ChatMessage("user", "When can I check in?")
 
 
 def test_history_is_trimmed_oldest_first_and_everything_fits() -> None:
@@ -113,6 +114,25 @@ def test_passages_leave_room_for_recent_history() -> None:
     assert "[10]" not in system
     assert len(messages) > 2, "the last exchange survives beside the passages"
     assert _prompt_tokens(messages) + 200 <= 2048
+
+
+def test_passages_take_the_room_history_does_not_need() -> None:
+    passages = [f"passage {index} " + "fact " * 100 for index in range(10)]
+
+    def build(history: list[ChatMessage]) -> list[ChatMessage]:
+        return build_messages(
+            instructions="",
+            passages=passages,
+            language="en",
+            history=history,
+            user_text="Tell me.",
+            context_tokens=2048,
+            max_answer_tokens=200,
+        )
+
+    alone, with_history = build([]), build(_history(20))
+    assert alone[0].content.count("passage ") > with_history[0].content.count("passage ") >= 1
+    assert _prompt_tokens(alone) + 200 <= 2048
 
 
 def test_an_oversized_best_passage_is_cut_not_dropped() -> None:
@@ -211,10 +231,11 @@ def test_truncate() -> None:
     assert truncate(text, 0) == ""
 
 
-def test_estimate_counts_non_ascii_per_character() -> None:
+def test_estimate_grows_with_words_digits_and_scripts() -> None:
     assert estimate_tokens("") == 0
-    assert estimate_tokens("abc") == 1
-    assert estimate_tokens("你好吗") == 3
+    assert 1 <= estimate_tokens("hello") < estimate_tokens("hello there") < estimate_tokens("hello there 2024")
+    assert estimate_tokens("你好吗") >= 6  # CJK: at least two per character
+    assert estimate_tokens("Привет") >= 6
 
 
 @settings(max_examples=60, deadline=None)
