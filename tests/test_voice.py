@@ -101,7 +101,7 @@ async def test_pause_length_against_silence_duration(
     try:
         mic.push(phrase, rate)
         one = await conn.next_message(user_chat, timeout=30)
-        assert words(one["pld"]["text"])[:2] == ["i", "would"] and "milk" in words(one["pld"]["text"])
+        assert "coffee" in words(one["pld"]["text"]) and "please" in words(one["pld"]["text"])  # one turn
         # Live change: shorter silence from the next utterance on; the 400 ms pause now ends the turn.
         ack = await conn.set_params(vparams={"turn_detection": {**vad, "silence_duration_ms": 300}})
         assert ack["pld"]["code"] == 1000
@@ -109,8 +109,9 @@ async def test_pause_length_against_silence_duration(
         mic.push(phrase, rate)
         two = await conn.next_message(user_chat, timeout=30)
         three = await conn.next_message(user_chat, timeout=30)
-        assert "coffee" in words(two["pld"]["text"]) and "milk" not in words(two["pld"]["text"])
-        assert "milk" in words(three["pld"]["text"])
+        # Two turns now; Whisper may mishear the short second phrase, so check where the cut fell.
+        assert "coffee" in words(two["pld"]["text"]) and "please" not in words(two["pld"]["text"])
+        assert "please" in words(three["pld"]["text"]) and "coffee" not in words(three["pld"]["text"])
     finally:
         await conn.aclose()
 

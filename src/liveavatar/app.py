@@ -73,6 +73,15 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+def load_models(services: Services) -> None:
+    """Load the listening models and the default voice (blocking; run in a worker thread)."""
+    try:
+        services.ears.load()
+        services.voices.warm_up()
+    except Exception:
+        log.exception("loading the speech models failed; they load again on first use")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app; services start and stop with its lifespan."""
     services = build_services(settings)
@@ -81,12 +90,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await services.store.migrate()
         await asyncio.to_thread(services.avatars.prepare)
-        await asyncio.to_thread(services.ears.load)
         await services.host.start()
         services.knowledge.resume(await services.store.knowledge.all())
+        # Speech models load in the background: the server answers at once, the first reply rarely waits.
+        warm_up = asyncio.create_task(asyncio.to_thread(load_models, services), name="warm-up")
         try:
             yield
         finally:
+            await asyncio.gather(warm_up, return_exceptions=True)
             await services.host.aclose()
             await services.knowledge.aclose()
             await services.store.aclose()

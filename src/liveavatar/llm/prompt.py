@@ -1,15 +1,18 @@
-"""Prompt building for dialogue mode: a system prompt for a spoken avatar, passages, trimmed history.
-
-Passages close the system prompt: small local models use them far better there than inside the user turn
-(SmolLM2 quotes or echoes them otherwise), and the fixed part before them stays a cacheable prefix.
-"""
+"""Prompt building for dialogue mode: a system prompt for a spoken avatar, passages, trimmed history."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 from liveavatar.llm.base import ChatMessage, LLMError, estimate_tokens
+
+PassagesIn = Literal["system", "turn"]
+"""Where retrieved passages go. `system`: at the end of the system prompt (any chat template takes it).
+`turn`: a system message of their own just before the user's words, so the system prompt and the history
+stay a prefix that llama.cpp (and servers with prefix caching) reuse from turn to turn; some strict
+templates (Mistral, Gemma, Qwen3) refuse a system message there. Small models read passages well in either
+place, and badly inside the user message (SmolLM2 echoes them), so that layout is not offered."""
 
 MESSAGE_OVERHEAD: Final = 6
 """Tokens a chat template adds around each message (ChatML: `<|im_start|>role\\n` ... `<|im_end|>\\n`)."""
@@ -78,12 +81,14 @@ def build_messages(
     context_tokens: int,
     max_answer_tokens: int,
     count_tokens: Callable[[str], int] = estimate_tokens,
+    passages_in: PassagesIn = "system",
 ) -> list[ChatMessage]:
     """System prompt, as much recent history as fits, then the user's words; prompt + answer fit the context.
 
-    Passages (best first) close the system prompt and fill at least PASSAGE_SHARE of the room, whole ones
-    first and the best one cut to fit if it alone is too long; history is trimmed oldest-first. Pass the backend's
-    `count_tokens` for exact counts; the default estimate errs high.
+    Passages (best first) fill at least PASSAGE_SHARE of the room, whole ones first and the best one cut to
+    fit if it alone is too long; history is trimmed oldest-first. Pass the backend's `count_tokens` for exact
+    counts; the default estimate errs high. `passages_in="turn"` keeps the system prompt and history a
+    stable, cacheable prefix (see PassagesIn).
     """
 
     def cost(text: str) -> int:
@@ -111,9 +116,15 @@ def build_messages(
     usable = [message for message in history if message.role != "system" and message.content.strip()]
     history_need = sum(cost(message.content) for message in usable)
     passage_room = max(int(free * PASSAGE_SHARE), free - history_need)
-    chosen = _choose_passages(base, passages, passage_room, count_tokens)
-    system = base + passages_part(chosen)
-    free -= count_tokens(system) - count_tokens(base)
+    base_tokens = count_tokens(base)
+
+    def passage_cost(trial: Sequence[str]) -> int:
+        if passages_in == "turn":
+            return cost(passages_part(trial).lstrip())
+        return count_tokens(base + passages_part(trial)) - base_tokens
+
+    chosen = _choose_passages(passages, passage_room, passage_cost, count_tokens)
+    free -= passage_cost(chosen) if chosen else 0
 
     kept: list[ChatMessage] = []
     for message in reversed(usable):
@@ -125,21 +136,31 @@ def build_messages(
     kept.reverse()
     while kept and kept[0].role != "user":
         kept.pop(0)  # strict chat templates want a user turn right after the system prompt
-    return _merge_same_roles([ChatMessage("system", system), *kept, ChatMessage("user", user_text)])
+    if kept and kept[-1].role == "user":
+        user_text = f"{kept.pop().content}\n{user_text}"  # an unanswered turn: its words join this one
+    if passages_in == "turn":
+        late = [ChatMessage("system", passages_part(chosen).lstrip())] if chosen else []
+        messages = [ChatMessage("system", base), *kept, *late, ChatMessage("user", user_text)]
+    else:
+        messages = [ChatMessage("system", base + passages_part(chosen)), *kept, ChatMessage("user", user_text)]
+    return _merge_same_roles(messages)
 
 
-def _choose_passages(base: str, passages: Sequence[str], room: int, count_tokens: Callable[[str], int]) -> list[str]:
-    """The best passages whose addition to the system prompt costs at most `room` tokens."""
-    base_tokens = count_tokens(base)
+def _choose_passages(
+    passages: Sequence[str],
+    room: int,
+    passage_cost: Callable[[Sequence[str]], int],
+    count_tokens: Callable[[str], int],
+) -> list[str]:
+    """The best passages (in their order) whose cost is at most `room` tokens."""
     chosen: list[str] = []
     for passage in (p for p in passages if p.strip()):
         trial = [*chosen, passage]
-        if count_tokens(base + passages_part(trial)) - base_tokens <= room:
+        if passage_cost(trial) <= room:
             chosen = trial
         elif not chosen:
             # The best passage alone is too long: its start is better than nothing.
-            overhead = count_tokens(base + passages_part(["x"])) - base_tokens
-            cut = truncate(passage, room - overhead, count_tokens)
+            cut = truncate(passage, room - passage_cost(["x"]), count_tokens)
             if cut:
                 chosen = [cut]
             break
@@ -149,7 +170,7 @@ def _choose_passages(base: str, passages: Sequence[str], room: int, count_tokens
 
 
 def passages_part(passages: Sequence[str]) -> str:
-    """What passages add to the end of the system prompt (nothing for none)."""
+    """The passages with the rule for using them, as added to the system prompt (nothing for none)."""
     if not passages:
         return ""
     numbered = "\n\n".join(f"[{index}] {passage.strip()}" for index, passage in enumerate(passages, 1))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Final
 
 from liveavatar.llm.base import LLM, LLMError
-from liveavatar.llm.local import DEFAULT_CONTEXT_TOKENS, DEFAULT_THREADS, LocalLLM
+from liveavatar.llm.local import DEFAULT_CONTEXT_TOKENS, DEFAULT_STATE_CACHE_BYTES, DEFAULT_THREADS, LocalLLM
 from liveavatar.llm.openai import OpenAILLM
 from liveavatar.llm.resilience import WithRetries, WithTimeout
 
@@ -44,10 +44,17 @@ class LLMSettings:
     """Context window: the local model is loaded with it; for `openai`, the server model's window."""
     threads: int = DEFAULT_THREADS
     """CPU threads of the local model."""
+    state_cache_mb: int = DEFAULT_STATE_CACHE_BYTES >> 20
+    """RAM for the local model's saved conversation states (0: none): makes sessions taking turns cheap."""
 
 
 def _local(settings: LLMSettings) -> LLM:
-    return LocalLLM(model_path=settings.model_path, context_tokens=settings.context_tokens, threads=settings.threads)
+    return LocalLLM(
+        model_path=settings.model_path,
+        context_tokens=settings.context_tokens,
+        threads=settings.threads,
+        state_cache_bytes=settings.state_cache_mb << 20,
+    )
 
 
 def _openai(settings: LLMSettings) -> LLM:

@@ -58,6 +58,10 @@ class AvatarSource:
             self.audio_mouth.feed(samples, AUDIO_RATE, start)
         return start, end
 
+    def queued_until(self) -> float:
+        """Session time at which the speech queued so far ends (now, when nothing is queued)."""
+        return self.playback.tail / AUDIO_RATE
+
     def silence(self) -> float:
         """Cut the speech now (mouth eases to rest); returns the session time where the sound stopped."""
         stop = self.playback.clear() / AUDIO_RATE

@@ -41,7 +41,7 @@ class Playback:
     `cursor` is the next sample to be handed to the track: everything before it has been played.
     """
 
-    def __init__(self, lead: float = 0.06) -> None:
+    def __init__(self, lead: float = 0.04) -> None:
         self.cursor = 0
         self._lead = int(lead * AUDIO_RATE)
         self._queue: deque[_Segment] = deque()

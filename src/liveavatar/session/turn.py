@@ -38,9 +38,19 @@ class Spoken:
         return " ".join(words[: min(begun, len(words))])
 
 
+LOOKAHEAD = 2.5
+"""Seconds of speech synthesised ahead of playback: enough to never run dry, little enough to share the TTS."""
+FIRST_CLAUSE = 60
+"""A first sentence longer than this is spoken from its first clause on: the first sound comes sooner."""
+
+
 async def retell(text: str) -> AsyncIterator[str]:
-    """Retelling mode's text source: the client's text, sentence by sentence."""
-    for sentence in split_sentences(text):
+    """Retelling mode's text source: the client's text, sentence by sentence (the first cut at a clause)."""
+    for index, sentence in enumerate(split_sentences(text)):
+        cut = sentence.find(", ", 20) if index == 0 and len(sentence) > FIRST_CLAUSE else -1
+        if cut > 0:
+            yield sentence[: cut + 1]
+            sentence = sentence[cut + 2 :]
         yield sentence
 
 
@@ -101,6 +111,9 @@ class Turn:
     async def _synthesize(self, queue: asyncio.Queue[Spoken | None]) -> None:
         try:
             async for sentence in self.sentences:
+                ahead = self.source.queued_until() - LOOKAHEAD
+                if ahead > self.clock.now():
+                    await self.clock.wait_until(ahead)  # let other sessions use the TTS meanwhile
                 speech = self.tts.synthesize(sentence, self.voice, speed=self.speed, pron_map=self.pron_map)
                 async for chunk in speech:
                     start, end = self.source.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -116,7 +117,9 @@ def merge_silences(segments: Iterable[tuple[str, int]]) -> list[tuple[str, int]]
 
 
 async def stream_sentences(
-    sentences: Sequence[str], synthesize_one: Callable[[str], SpeechChunk | None]
+    sentences: Sequence[str],
+    synthesize_one: Callable[[str], SpeechChunk | None],
+    executor: Executor | None = None,
 ) -> AsyncIterator[SpeechChunk]:
     """Run a blocking one-sentence synthesizer in a worker thread, one sentence ahead of the consumer.
 
@@ -126,12 +129,18 @@ async def stream_sentences(
     """
     if not sentences:
         return
-    pending: asyncio.Task[SpeechChunk | None] = asyncio.create_task(asyncio.to_thread(synthesize_one, sentences[0]))
+    loop = asyncio.get_running_loop()
+
+    def start(sentence: str) -> asyncio.Future[SpeechChunk | None]:
+        # A backend's own executor keeps synthesis out of the default pool, where aiortc encodes media.
+        return loop.run_in_executor(executor, synthesize_one, sentence)
+
+    pending = start(sentences[0])
     try:
         for index in range(len(sentences)):
             chunk = await pending
             if index + 1 < len(sentences):
-                pending = asyncio.create_task(asyncio.to_thread(synthesize_one, sentences[index + 1]))
+                pending = start(sentences[index + 1])
             if chunk is not None and len(chunk.audio) > 0:
                 yield chunk
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -237,6 +238,7 @@ class EspeakTTS:
 
     def __init__(self, library: EspeakLibrary | None = None) -> None:
         self._library = library
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
 
     @property
     def library(self) -> EspeakLibrary:
@@ -257,7 +259,7 @@ class EspeakTTS:
         def synthesize_one(sentence: str) -> SpeechChunk | None:
             return self.synthesize_sentence(sentence, voice, speed=speed, pron_map=pron)
 
-        async for chunk in stream_sentences(split_sentences(text), synthesize_one):
+        async for chunk in stream_sentences(split_sentences(text), synthesize_one, self._executor):
             yield chunk
 
     def synthesize_sentence(

@@ -7,6 +7,7 @@ import logging
 import threading
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -95,6 +96,7 @@ class PiperTTS:
         self._model = model
         self._paths = (model_path, config_path) if model_path is not None else None
         self._synth_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
 
     def load(self) -> PiperModel:
         """Load the model now if it is not yet (blocking, ~2 s; call it from a worker thread at startup)."""
@@ -117,7 +119,7 @@ class PiperTTS:
         def synthesize_one(sentence: str) -> SpeechChunk | None:
             return self.synthesize_sentence(sentence, speed=speed, pron_map=pron)
 
-        async for chunk in stream_sentences(split_sentences(text), synthesize_one):
+        async for chunk in stream_sentences(split_sentences(text), synthesize_one, self._executor):
             yield chunk
 
     def synthesize_sentence(

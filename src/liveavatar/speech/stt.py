@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -187,6 +188,8 @@ class WhisperSTT:
         self._cache_dir = cache_dir
         self._cpu_threads = cpu_threads
         self._locks = {True: threading.Lock(), False: threading.Lock()}
+        # Its own threads: Whisper must not queue up in the default pool, where aiortc encodes media.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="whisper")
 
     def model_for(self, language: str | None) -> Any:
         """The model for a (normalised) language, loading it if needed (blocking; use at startup to warm up)."""
@@ -200,7 +203,8 @@ class WhisperSTT:
     async def transcribe(self, audio_16k: FloatAudio, language: str | None = None) -> Transcript:
         """Transcribe 16 kHz mono float audio in a worker thread; `language` as `stt_language` (None: English)."""
         code = normalize_stt_language(language)
-        return await asyncio.to_thread(self.transcribe_blocking, audio_16k, code)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.transcribe_blocking, audio_16k, code)
 
     def transcribe_blocking(self, audio_16k: FloatAudio, language: str | None) -> Transcript:
         """Transcribe in the calling thread (`language` already normalised)."""

@@ -165,6 +165,13 @@ class VoiceRegistry:
                 return min(candidates, key=self._engine_rank)
         raise ParamError(f"no voice speaks the language {language!r}")
 
+    def warm_up(self) -> None:
+        """Load the default (English) voice's model now, so the first reply doesn't wait for it (blocking)."""
+        backend = self.tts_for(self.default_voice())
+        load = getattr(backend, "load", None)
+        if callable(load):
+            load()
+
     def speaks(self, language: str) -> bool:
         """Whether some voice speaks `language` (exact code, alias or primary language, as default_voice)."""
         try:
