@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import wave
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-RATE = 48_000
-FRAME = 960  # 20 ms
+from liveavatar.transport.tracks import AUDIO_RATE as RATE
+from liveavatar.transport.tracks import AUDIO_SAMPLES as FRAME
+from liveavatar.transport.tracks import audio_frame
 
 
 def resample(samples: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
@@ -50,7 +50,6 @@ class MicrophoneTrack(MediaStreamTrack):
         self._buffer = np.zeros(0, dtype=np.int16)
         self._index = 0
         self._start: float | None = None
-        self._time_base = fractions.Fraction(1, RATE)
         self.drained = asyncio.Event()
         """Set whenever everything pushed so far has been sent."""
         self.drained.set()
@@ -79,9 +78,6 @@ class MicrophoneTrack(MediaStreamTrack):
         if len(chunk) < FRAME:
             chunk = np.concatenate([chunk, np.zeros(FRAME - len(chunk), dtype=np.int16)])
             self.drained.set()
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._index * FRAME
-        frame.time_base = self._time_base
+        frame = audio_frame(chunk, self._index)
         self._index += 1
         return frame

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.playback import to_playback_rate
 from liveavatar.speech.base import TTS, Voice
-from liveavatar.transport.tracks import AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS
+from liveavatar.transport.tracks import AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS, audio_frame
 
 TAIL = 0.6
 """Seconds of idle animation after the speech, so the clip does not end mid-word."""
@@ -56,10 +55,7 @@ async def render_clip(
             picture.pts = index
             container.mux(video.encode(picture))
             for part in range(per_frame):
-                sound = av.AudioFrame.from_ndarray(source.audio_frame(t).reshape(1, -1), format="s16", layout="mono")
-                sound.sample_rate = AUDIO_RATE
-                sound.pts = (index * per_frame + part) * AUDIO_SAMPLES
-                sound.time_base = fractions.Fraction(1, AUDIO_RATE)
+                sound = audio_frame(source.audio_frame(t), index * per_frame + part)
                 container.mux(audio.encode(sound))
             if progress is not None and index % VIDEO_FPS == 0:
                 progress(index / frames)

@@ -21,6 +21,18 @@ VIDEO_CLOCK = 90_000
 VIDEO_TICKS = VIDEO_CLOCK // VIDEO_FPS
 
 
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+def audio_frame(samples: npt.NDArray[np.int16], index: int) -> av.AudioFrame:
+    """The `index`-th 20 ms frame of a 48 kHz mono s16 stream."""
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    frame.pts = index * AUDIO_SAMPLES
+    frame.time_base = AUDIO_TIME_BASE
+    return frame
+
+
 class MediaSource(Protocol):
     """What a session shows and plays; times are seconds on the session's media clock."""
 
@@ -73,18 +85,13 @@ class AvatarAudioTrack(MediaStreamTrack):
         self._source = source
         self._clock = clock
         self._index = 0
-        self._time_base = fractions.Fraction(1, AUDIO_RATE)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         t = self._index * AUDIO_PTIME
         await self._clock.wait_until(t)
-        samples = self._source.audio_frame(t)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self._index * AUDIO_SAMPLES
-        frame.time_base = self._time_base
+        frame = audio_frame(self._source.audio_frame(t), self._index)
         self._index += 1
         return frame
 
