@@ -19,8 +19,9 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from liveavatar.client import Connection, LiveAvatarApi
 
@@ -80,6 +81,22 @@ def ms_since(start: float, end: float) -> float:
     return round((end - start) * 1000, 3)
 
 
+async def join_session(api: LiveAvatarApi, **params: Any) -> tuple[Stream, float, float]:
+    """Create (with `params`) and join a session; the stream plus offer->answer and offer->first-frame times (ms)."""
+    session = await api.create_session(AVATAR, duration=SESSION_SECONDS, **params)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK)
+    answered = loop.time()
+    try:
+        await asyncio.wait_for(conn.video.get(), FIRST_FRAME_TIMEOUT)
+    except BaseException:
+        await conn.aclose()
+        raise
+    first = conn.first_video_at if conn.first_video_at is not None else loop.time()
+    return Stream(session["_id"], conn), ms_since(start, answered), ms_since(start, first)
+
+
 class ClientWorker:
     """Holds this process's sessions and answers the bench's requests."""
 
@@ -89,18 +106,7 @@ class ClientWorker:
 
     async def join(self) -> tuple[Stream, float, float]:
         """Create and join a session; the stream plus offer->answer and offer->first-frame times (ms)."""
-        session = await self.api.create_session(AVATAR, duration=SESSION_SECONDS)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK)
-        answered = loop.time()
-        try:
-            await asyncio.wait_for(conn.video.get(), FIRST_FRAME_TIMEOUT)
-        except BaseException:
-            await conn.aclose()
-            raise
-        first = conn.first_video_at if conn.first_video_at is not None else loop.time()
-        return Stream(session["_id"], conn), ms_since(start, answered), ms_since(start, first)
+        return await join_session(self.api)
 
     async def latency(self, joins: int) -> Reply:
         """Join and leave `joins` sessions one after another, timing offer->answer and offer->first frame."""
@@ -185,11 +191,23 @@ def answer(reply: Reply) -> None:
     sys.stdout.flush()
 
 
-async def serve(url: str, api_key: str) -> None:
+class Worker(Protocol):
+    """What `serve` drives: answers requests, closes its sessions."""
+
+    async def handle(self, request: Reply) -> Reply:
+        """Answer one request."""
+        ...
+
+    async def close(self) -> Reply:
+        """Leave and close every held session."""
+        ...
+
+
+async def serve(url: str, api_key: str, make_worker: Callable[[LiveAvatarApi], Worker] = ClientWorker) -> None:
     """Answer requests until told to quit or stdin closes; sessions are always closed on the way out."""
     reader = await stdin_lines()
     async with LiveAvatarApi(url, api_key=api_key) as api:
-        worker = ClientWorker(api)
+        worker = make_worker(api)
         try:
             while line := await reader.readline():
                 request = json.loads(line)
