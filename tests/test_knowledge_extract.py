@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import struct
 from pathlib import Path
 
@@ -267,12 +266,6 @@ def test_corrupt_files_raise_param_error() -> None:
         extract_text(truncated, "short.pdf")
 
 
-needs_doc_tool = pytest.mark.skipif(
-    shutil.which("antiword") is None and shutil.which("catdoc") is None, reason="needs antiword (Debian package)"
-)
-
-
-@needs_doc_tool
 def test_legacy_doc() -> None:
     data = make_doc(["Legacy memo", "The Quorvane archive in Tromsø opens at 6am on Tuesdays.", FILLER])
     text = extract_text(data, "memo.doc")
@@ -281,7 +274,6 @@ def test_legacy_doc() -> None:
     assert detect_format("upload", "", data) == "doc"
 
 
-@needs_doc_tool
 def test_doc_reader_reports_unreadable_files() -> None:
     with pytest.raises(ParamError, match="antiword|catdoc"):
         extract_text(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + os.urandom(2000), "old.doc")

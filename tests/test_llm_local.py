@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+importlib.import_module("llama_cpp")
 
 from liveavatar.llm import (  # noqa: E402
     LLM,
@@ -23,6 +25,7 @@ from liveavatar.llm import (  # noqa: E402
     build_messages,
     estimate_tokens,
 )
+from liveavatar.llm.prompt import PassagesIn  # noqa: E402
 
 QUESTION = [
     ChatMessage("system", "You are a helpful assistant. Answer in one or two short sentences."),
@@ -121,7 +124,7 @@ async def test_cancelling_the_task_stops_generation_within_a_token(local: LocalL
 async def test_sessions_share_one_model_and_queue_on_it(local: LocalLLM) -> None:
     other = LocalLLM()
     assert other.load() is local.load()
-    built = build_llm(LLMSettings(backend="local"))
+    built = build_llm(LLMSettings(backend="local", timeout=600, first_token_timeout=600))  # queued: no race
     assert isinstance(built, WithRetries) and isinstance(built.llm, WithTimeout)
     inner = built.llm.llm
     assert isinstance(inner, LocalLLM) and inner.load() is local.load()
@@ -150,7 +153,8 @@ async def test_built_prompt_with_long_history_fits_the_model(local: LocalLLM) ->
     for turn in range(80):
         history.append(ChatMessage("user", f"Question number {turn} about the hotel and its many rooms, please?"))
         history.append(ChatMessage("assistant", f"Answer number {turn}: the hotel has rooms of every size. " * 3))
-    for count in (estimate_tokens, local.count_tokens):
+    layouts: list[tuple[Callable[[str], int], PassagesIn]] = [(estimate_tokens, "system"), (local.count_tokens, "turn")]
+    for count, passages_in in layouts:
         messages = build_messages(
             instructions="You are Anna, the receptionist of the Blue Lagoon hotel.",
             passages=["Check-in at the Blue Lagoon hotel starts at 3 pm; check-out is at 11 am."],
@@ -160,11 +164,48 @@ async def test_built_prompt_with_long_history_fits_the_model(local: LocalLLM) ->
             context_tokens=local.context_tokens,
             max_answer_tokens=128,
             count_tokens=count,
+            passages_in=passages_in,
         )
         assert len(messages) < len(history)
         answer = "".join(await _answer(local, messages, max_tokens=48))
         assert answer.strip()
-        print(f"\nwith {len(messages) - 2} history messages ({count.__name__}): {answer!r}")
+        print(f"\n{len(messages) - 2} history messages ({count.__name__}, passages in {passages_in}): {answer!r}")
+
+
+async def test_sessions_taking_turns_resume_from_saved_states(local: LocalLLM) -> None:
+    histories: dict[str, list[ChatMessage]] = {}
+    for name in ("alice", "bob"):
+        history = histories[name] = []
+        for turn in range(5):
+            history.append(ChatMessage("user", f"{name} asks question {turn} about the rooms and the spa?"))
+            history.append(
+                ChatMessage("assistant", f"Answer {turn} for {name}: the rooms are nice and the spa is open.")
+            )
+    latencies: list[str] = []
+    for turn in range(2):
+        for name, history in histories.items():
+            messages = build_messages(
+                instructions="You are Anna, the receptionist.",
+                passages=[f"Passage for turn {turn}: the spa opens at {turn + 8} am."],
+                language="en",
+                history=history,
+                user_text=f"When does the spa open? ({name}, turn {turn})",
+                context_tokens=local.context_tokens,
+                max_answer_tokens=16,
+                count_tokens=local.count_tokens,
+                passages_in="turn",
+            )
+            started = time.perf_counter()
+            first: float | None = None
+            answer = ""
+            async for delta in local.stream(messages, max_tokens=16, temperature=0.7):
+                first = first or time.perf_counter()
+                answer += delta
+            latencies.append(f"{name} turn {turn}: {(first or time.perf_counter()) - started:.2f} s")
+            history += [ChatMessage("user", messages[-1].content), ChatMessage("assistant", answer)]
+    cache = local.load().llama.cache
+    assert cache is not None and len(cache.cache_state) >= 2
+    print("\nfirst token, two sessions taking turns (prompts ~300 tokens): " + "; ".join(latencies))
 
 
 def test_estimate_errs_high_against_the_real_tokenizer(local: LocalLLM) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import socket
@@ -292,9 +293,9 @@ async def test_build_llm_wraps_the_openai_backend(fake: Fake) -> None:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("sse_starlette")
-    pytest.importorskip("starlette_context")
+    importlib.import_module("llama_cpp")
+    importlib.import_module("sse_starlette")
+    importlib.import_module("starlette_context")
     from liveavatar.llm import packaged_smollm2_path
 
     model = packaged_smollm2_path()

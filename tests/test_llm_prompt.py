@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveavatar.llm import ChatMessage, LLMError, build_messages, estimate_tokens
-from liveavatar.llm.prompt import MESSAGE_OVERHEAD, REPLY_OVERHEAD, language_name, system_prompt, truncate
+from liveavatar.llm.prompt import (
+    MESSAGE_OVERHEAD,
+    REPLY_OVERHEAD,
+    PassagesIn,
+    language_name,
+    system_prompt,
+    truncate,
+)
 
 
 def _prompt_tokens(messages: list[ChatMessage]) -> int:
@@ -135,6 +142,49 @@ def test_passages_take_the_room_history_does_not_need() -> None:
     assert _prompt_tokens(alone) + 200 <= 2048
 
 
+def test_passages_in_their_own_turn_keep_a_stable_prefix() -> None:
+    history = _history(4)
+
+    def build(passages: list[str], user_text: str) -> list[ChatMessage]:
+        return build_messages(
+            instructions="You are Anna.",
+            passages=passages,
+            language="en",
+            history=history,
+            user_text=user_text,
+            context_tokens=2048,
+            max_answer_tokens=200,
+            passages_in="turn",
+        )
+
+    one = build(["The pool opens at 7 am."], "When does the pool open?")
+    two = build(["Breakfast is at 8 am.", "The bar closes at midnight."], "And breakfast?")
+    none = build([], "Thanks!")
+    assert one[:-2] == two[:-2] == none[:-1]  # system prompt and history: the same prefix every turn
+    assert one[0].content == system_prompt("You are Anna.", "en")
+    assert one[-2].role == "system" and one[-2].content.startswith("Use the reference passages")
+    assert "[1] The pool opens at 7 am." in one[-2].content
+    assert one[-1] == ChatMessage("user", "When does the pool open?")
+    assert none[-1] == ChatMessage("user", "Thanks!")
+    assert _prompt_tokens(two) + 200 <= 2048
+
+
+def test_turn_layout_without_history_is_one_system_message() -> None:
+    messages = build_messages(
+        instructions="",
+        passages=["A fact."],
+        language="en",
+        history=[ChatMessage("user", "Wait")],
+        user_text="Hm?",
+        context_tokens=1024,
+        max_answer_tokens=100,
+        passages_in="turn",
+    )
+    assert [m.role for m in messages] == ["system", "user"]
+    assert "[1] A fact." in messages[0].content
+    assert messages[1].content == "Wait\nHm?"
+
+
 def test_an_oversized_best_passage_is_cut_not_dropped() -> None:
     messages = build_messages(
         instructions="",
@@ -245,8 +295,11 @@ def test_estimate_grows_with_words_digits_and_scripts() -> None:
     passages=st.lists(st.text(min_size=0, max_size=600), max_size=6),
     question=st.text(min_size=1, max_size=3000),
     context=st.sampled_from([512, 1024, 2048]),
+    passages_in=st.sampled_from(["system", "turn"]),
 )
-def test_prompt_always_fits(turns: int, words: int, passages: list[str], question: str, context: int) -> None:
+def test_prompt_always_fits(
+    turns: int, words: int, passages: list[str], question: str, context: int, passages_in: PassagesIn
+) -> None:
     messages = build_messages(
         instructions="You are a helpful guide.",
         passages=passages,
@@ -255,8 +308,11 @@ def test_prompt_always_fits(turns: int, words: int, passages: list[str], questio
         user_text=question,
         context_tokens=context,
         max_answer_tokens=128,
+        passages_in=passages_in,
     )
     assert messages[0].role == "system" and messages[-1].role == "user"
     assert _prompt_tokens(messages) + 128 <= context
-    roles = [m.role for m in messages[1:]]
+    roles = [m.role for m in messages]
     assert all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    if passages_in == "system":
+        assert "system" not in roles[1:]

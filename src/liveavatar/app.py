@@ -70,6 +70,7 @@ def build_services(settings: Settings) -> Services:
         ),
         ears=ears,
         knowledge=IngestionJobs(ingestor),
+        brain=brain,
     )
 
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(warm_up, return_exceptions=True)
             await services.host.aclose()
             await services.knowledge.aclose()
+            await services.brain.llm.aclose()
             await services.store.aclose()
 
     app = FastAPI(

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.7, ge=0, le=2)
     llm_context_tokens: int = Field(2048, ge=512)
     llm_supports_images: bool = False
+    llm_threads: int = Field(1, ge=1, le=64)
+    """Threads of the local model (1 leaves the other cores to media encoding)."""
+    llm_state_cache_mb: int = Field(256, ge=0)
+    """Saved conversation states of the local model, so a session's next turn doesn't re-read its history."""
 
     @field_validator("ice_hosts", mode="before")
     @classmethod
@@ -94,6 +98,8 @@ class Settings(BaseSettings):
             temperature=self.llm_temperature,
             supports_images=self.llm_supports_images,
             context_tokens=self.llm_context_tokens,
+            threads=self.llm_threads,
+            state_cache_mb=self.llm_state_cache_mb,
         )
 
     @property

@@ -9,6 +9,7 @@ from liveavatar.config import Settings
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner
+from liveavatar.session.dialogue import Brain
 from liveavatar.session.host import SessionHost
 from liveavatar.session.listening import Ears
 from liveavatar.speech.voices import VoiceRegistry
@@ -28,3 +29,4 @@ class Services:
     host: SessionHost
     ears: Ears
     knowledge: IngestionJobs
+    brain: Brain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import importlib.util
 import logging
@@ -18,7 +19,9 @@ from liveavatar.llm.base import ChatMessage, LLMError, estimate_tokens
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_TOKENS: Final = 2048
-DEFAULT_THREADS: Final = 2
+DEFAULT_THREADS: Final = 1
+"""One thread: on a busy 2-core box two llama.cpp (OpenMP) threads spin at every barrier while the other
+waits for a core, and generation fell to 2-15 tokens/s against 22-54 with one thread (measured here)."""
 DEFAULT_STATE_CACHE_BYTES: Final = 256 << 20
 """RAM for saved model states (SmolLM2: ~15 MB per 1000-token conversation); 0 turns the cache off."""
 SMOLLM2_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,6 +54,11 @@ class LocalModel:
         """Exact token count with the model's tokenizer (read-only: safe beside a running generation)."""
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def close(self) -> None:
+        """Free the model; runs at process exit, before module teardown would make llama.cpp's own cleanup fail."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.llama.close()
+
 
 _load_lock = threading.Lock()
 
@@ -77,7 +85,9 @@ def _load_local_model(path: Path, context_tokens: int, threads: int, state_cache
         # Sessions take turns on one context; without saved states each switch re-reads the whole
         # conversation (~10 s for 1000 tokens on two busy cores), with them only the new turn.
         llama.set_cache(LlamaRAMCache(capacity_bytes=state_cache_bytes))
-    return LocalModel(llama, path)
+    model = LocalModel(llama, path)
+    atexit.register(model.close)
+    return model
 
 
 def load_local_model(

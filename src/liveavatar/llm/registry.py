@@ -30,7 +30,7 @@ class LLMSettings:
     """Model name sent to the `openai` backend."""
     api_key: str | None = None
     timeout: float = 60.0
-    """Seconds one answer may take in all."""
+    """Seconds one attempt may spend waiting on the backend (time the consumer holds a delta not counted)."""
     first_token_timeout: float = 15.0
     """Seconds until the first token of an answer."""
     retries: int = 1

@@ -89,6 +89,8 @@ class Dialogue:
             context_tokens=self.brain.llm.context_tokens,
             max_answer_tokens=self.brain.settings.max_tokens,
             count_tokens=self.brain.llm.count_tokens,
+            # Local: passages in a message of their own keep the prefix stable for llama.cpp's state cache.
+            passages_in="turn" if self.brain.settings.backend == "local" else "system",
         )
         splitter = SentenceSplitter()
         images = [image] if image is not None and self.brain.llm.supports_images else []
