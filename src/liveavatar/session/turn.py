@@ -40,14 +40,14 @@ class Spoken:
 
 LOOKAHEAD = 2.5
 """Seconds of speech synthesised ahead of playback: enough to never run dry, little enough to share the TTS."""
-FIRST_CLAUSE = 60
-"""A first sentence longer than this is spoken from its first clause on: the first sound comes sooner."""
+FIRST_CLAUSE = 30
+"""A first sentence longer than this is synthesised clause first: the first sound comes sooner."""
 
 
 async def retell(text: str) -> AsyncIterator[str]:
     """Retelling mode's text source: the client's text, sentence by sentence (the first cut at a clause)."""
     for index, sentence in enumerate(split_sentences(text)):
-        cut = sentence.find(", ", 20) if index == 0 and len(sentence) > FIRST_CLAUSE else -1
+        cut = sentence.find(", ", 4) if index == 0 and len(sentence) > FIRST_CLAUSE else -1
         if cut > 0:
             yield sentence[: cut + 1]
             sentence = sentence[cut + 2 :]

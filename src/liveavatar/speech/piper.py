@@ -50,6 +50,9 @@ class PiperModel(Protocol):
         ...
 
 
+LEADING_SILENCE_MS = 5
+"""Silence kept before a sentence's first sound."""
+
 _load_lock = threading.Lock()
 
 
@@ -156,8 +159,13 @@ class PiperTTS:
         if segments is None:
             log.debug("no Piper alignments for %r: chunk without phoneme timings", sentence[:40])
             return SpeechChunk(sentence, audio, rate)
-        timings = timings_from_segments(merge_silences(segments), rate)
-        return SpeechChunk(sentence, audio, rate, timings)
+        merged = merge_silences(segments)
+        keep = rate * LEADING_SILENCE_MS // 1000
+        if merged and merged[0][0] == SILENCE and merged[0][1] > keep:
+            # Piper starts every sentence with ~50 ms of silence: the first sound comes sooner without it.
+            audio = audio[merged[0][1] - keep :]
+            merged[0] = (SILENCE, keep)
+        return SpeechChunk(sentence, audio, rate, timings_from_segments(merged, rate))
 
 
 def merge_alignments(alignments: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
