@@ -16,7 +16,7 @@ import pytest
 from liveavatar.errors import ParamError
 from liveavatar.knowledge.index import CURRENT
 from liveavatar.knowledge.ingest import Ingestor, IngestStatus
-from test_knowledge_extract import FILLER, make_doc, make_docx, make_pdf, needs_doc_tool
+from test_knowledge_extract import FILLER, make_doc, make_docx, make_pdf
 
 FILES: dict[str, tuple[bytes, str]] = {
     "/files/manual.pdf": (
@@ -154,7 +154,6 @@ def _by_name(status: IngestStatus) -> dict[str, tuple[str, str]]:
     return {document.name: (document.state, document.reason) for document in status.documents}
 
 
-@needs_doc_tool
 async def test_knowledge_base_in_every_format_answers_its_questions(site: str, tmp_path: Path) -> None:
     ingestor = Ingestor(tmp_path, allow_private_urls=True)
     updates: list[IngestStatus] = []
