@@ -76,3 +76,10 @@ def deployment(make_server: Callable[..., Server]) -> Deployment:
     server = make_server()
     server.start()
     return Deployment(server)
+
+
+def same_words(heard: list[str], said: list[str]) -> bool:
+    """Speech recognition heard what was said, allowing one small slip (Whisper may hear "the" for "a")."""
+    import difflib
+
+    return difflib.SequenceMatcher(a=heard, b=said).ratio() >= 0.85
