@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -433,3 +433,16 @@ async def cancel_on_sigterm(work: Awaitable[T]) -> T:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await work
+
+
+def run_bench(work: Awaitable[Reply], output: Path, format_summary: Callable[[Reply], str]) -> int:
+    """Run a bench (SIGTERM and Ctrl-C clean up), print its summary, write its JSON; returns the exit code."""
+    try:
+        results = asyncio.run(cancel_on_sigterm(work))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: server and clients stopped, temporary files removed", file=sys.stderr)
+        return 130
+    print(format_summary(results))
+    write_json(output, results)
+    print(f"results written to {output}")
+    return 0

@@ -28,11 +28,10 @@ from common import (
     CpuUse,
     Reply,
     ServerProcess,
-    cancel_on_sigterm,
     cpu_seconds,
     machine_info,
+    run_bench,
     spread,
-    write_json,
 )
 from liveavatar.llm import LLMSettings, LocalLLM, build_messages
 from liveavatar.llm.local import DEFAULT_THREADS, SMOLLM2_FILE
@@ -395,15 +394,7 @@ async def run(options: Options) -> Reply:
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; print the summary and write the JSON."""
     options = parse_args(argv)
-    try:
-        results = asyncio.run(cancel_on_sigterm(run(options)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted: server and client stopped, temporary files removed", file=sys.stderr)
-        return 130
-    print(format_summary(results))
-    write_json(options.output, results)
-    print(f"results written to {options.output}")
-    return 0
+    return run_bench(run(options), options.output, format_summary)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,12 @@ from common import (
     CpuUse,
     Reply,
     ServerProcess,
-    cancel_on_sigterm,
     machine_info,
     percentile,
+    run_bench,
     spawn,
     spread,
     stop_process,
-    write_json,
 )
 
 CLIENT_SCRIPT = BENCH_DIR / "speaking_client.py"
@@ -458,15 +457,7 @@ async def run(options: Options) -> Reply:
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; print the summary and write the JSON."""
     options = parse_args(argv)
-    try:
-        results = asyncio.run(cancel_on_sigterm(run(options)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted: server and clients stopped, temporary files removed", file=sys.stderr)
-        return 130
-    print(format_summary(results))
-    write_json(options.output, results)
-    print(f"results written to {options.output}")
-    return 0
+    return run_bench(run(options), options.output, format_summary)
 
 
 if __name__ == "__main__":

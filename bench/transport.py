@@ -26,11 +26,10 @@ from common import (
     CpuUse,
     Reply,
     ServerProcess,
-    cancel_on_sigterm,
     machine_info,
     percentile,
+    run_bench,
     spread,
-    write_json,
 )
 
 CLIENT_SCRIPT = BENCH_DIR / "transport_client.py"
@@ -320,23 +319,10 @@ async def run(options: Options) -> Reply:
     }
 
 
-async def run_until_stopped(options: Options) -> Reply:
-    """`run`, cancelled (so its clean-up runs) on SIGTERM as asyncio already does on Ctrl-C."""
-    return await cancel_on_sigterm(run(options))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; print the summary and write the JSON."""
     options = parse_args(argv)
-    try:
-        results = asyncio.run(run_until_stopped(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted: server and clients stopped, temporary files removed", file=sys.stderr)
-        return 130
-    print(format_summary(results))
-    write_json(options.output, results)
-    print(f"results written to {options.output}")
-    return 0
+    return run_bench(run(options), options.output, format_summary)
 
 
 if __name__ == "__main__":

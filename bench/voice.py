@@ -15,7 +15,6 @@ Everything it starts is stopped, even on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -31,10 +30,9 @@ from common import (
     CpuUse,
     Reply,
     ServerProcess,
-    cancel_on_sigterm,
     machine_info,
+    run_bench,
     spread,
-    write_json,
 )
 from dialogue import wait_quiet
 from speaking_client import PARAGRAPHS
@@ -316,15 +314,7 @@ async def run(options: Options) -> Reply:
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; print the summary and write the JSON."""
     options = parse_args(argv)
-    try:
-        results = asyncio.run(cancel_on_sigterm(run(options)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted: server and client stopped, temporary files removed", file=sys.stderr)
-        return 130
-    print(format_summary(results))
-    write_json(options.output, results)
-    print(f"results written to {options.output}")
-    return 0
+    return run_bench(run(options), options.output, format_summary)
 
 
 if __name__ == "__main__":
