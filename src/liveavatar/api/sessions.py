@@ -150,14 +150,5 @@ async def session_transcript(
         raise NotFound(f"session {id!r} does not exist")
     session = services.host.get(id)
     if session is None:
-        return ok({"live": False, "messages": [], "interrupts": [], "barge_ins": []})
-    passages = session.dialogue.last_passages if session.dialogue else []
-    return ok(
-        {
-            "live": True,
-            "messages": session.history,
-            "interrupts": session.interrupts,
-            "barge_ins": session.barge_ins,
-            "passages": passages,
-        }
-    )
+        return ok({"live": False, "messages": [], "interrupts": [], "barge_ins": [], "passages": []})
+    return ok(session.transcript())

@@ -341,6 +341,16 @@ class Session:
         if command is not None:
             self.send_control(ack(command.mid, command.cmd))
 
+    def transcript(self) -> dict[str, Any]:
+        """What was said (plain values): the messages, what was heard, interrupts, barge-ins, passages."""
+        return {
+            "live": True,
+            "messages": list(self.history),
+            "interrupts": list(self.interrupts),
+            "barge_ins": list(self.barge_ins),
+            "passages": self.dialogue.last_passages if self.dialogue else [],
+        }
+
     # --- closing -------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
