@@ -36,8 +36,8 @@ from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
 from liveavatar.client.connection import Message
 from liveavatar.client.media import resample
 from liveavatar.client.rest import unwrap
-from liveavatar.transport.tracks import AUDIO_RATE as RATE
-from liveavatar.transport.tracks import AUDIO_SAMPLES as FRAME
+from liveavatar.media import AUDIO_RATE as RATE
+from liveavatar.media import AUDIO_SAMPLES as FRAME
 from speaking_client import THRESHOLD, Listener, event_name, is_bot_chat
 from transport_client import AVATAR, FIRST_FRAME_TIMEOUT, LOOPBACK, SESSION_SECONDS, Stream, ms_since, serve
 

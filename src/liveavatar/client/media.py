@@ -12,8 +12,8 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from liveavatar.transport.tracks import AUDIO_RATE as RATE
-from liveavatar.transport.tracks import AUDIO_SAMPLES as FRAME
+from liveavatar.media import AUDIO_RATE as RATE
+from liveavatar.media import AUDIO_SAMPLES as FRAME
 from liveavatar.transport.tracks import audio_frame
 
 

@@ -36,6 +36,7 @@ from liveavatar.protocol.messages import (
     ack,
     chat,
     encode,
+    error_event,
     event,
     parse,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "chat",
     "check_fits",
     "encode",
+    "error_event",
     "event",
     "fits",
     "message_size",

@@ -375,9 +375,14 @@ def chat(mid: str, idx: int, fin: bool, text: str, from_: Sender) -> Message:
     }
 
 
-def event(name: str) -> Message:
-    """An event such as `AUDIO_START` / `AUDIO_END`."""
-    return {"v": VERSION, "type": "event", "pld": {"event": name}}
+def event(name: str, **fields: Any) -> Message:
+    """An event such as `AUDIO_START` / `AUDIO_END`, or `error` with its `code` and `msg`."""
+    return {"v": VERSION, "type": "event", "pld": {"event": name, **fields}}
+
+
+def error_event(code: int, msg: str) -> Message:
+    """An `error` event: something the client sent or asked for failed, and why."""
+    return event("error", code=int(code), msg=msg)
 
 
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")

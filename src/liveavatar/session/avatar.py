@@ -1,4 +1,4 @@
-"""The talking avatar as a media source: speech playback, lip-sync, idle motion and the renderer on one clock."""
+"""The talking avatar as a media source: speech, idle motion and the renderer on one clock."""
 
 from __future__ import annotations
 
@@ -7,27 +7,18 @@ import numpy.typing as npt
 
 from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
-from liveavatar.render.lipsync import AudioMouth, LipSyncParams, MouthTimeline
 from liveavatar.render.motion import Motion
 from liveavatar.render.renderer import Renderer
-from liveavatar.session.playback import Playback
-from liveavatar.speech.base import SpeechChunk
-from liveavatar.transport.tracks import AUDIO_RATE
-
-HISTORY = 2.0
-"""Seconds of past mouth data kept (bounded memory over a long session)."""
+from liveavatar.session.speaker import Speaker
 
 
 class AvatarSource:
-    """What a session shows and plays: the outbound tracks pull frames; replies `speak()` into it."""
+    """What a session shows and plays: the outbound tracks pull frames; replies speak into `speaker`."""
 
     def __init__(self, renderer: Renderer, motion: Motion, lead: float = 0.03) -> None:
         self.renderer = renderer
         self.motion = motion
-        self.playback = Playback()
-        self.timeline = MouthTimeline(LipSyncParams(lead=lead))
-        self.audio_mouth = AudioMouth()
-        self._last_cleanup = 0.0
+        self.speaker = Speaker(lead)
 
     @property
     def video_size(self) -> tuple[int, int]:
@@ -36,38 +27,12 @@ class AvatarSource:
 
     def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
         """The frame at session time `t`: mouth from the speech being played, idle motion on top."""
-        mouth = np.maximum(self.timeline.weights_at(t), self.audio_mouth.weights_at(t))
-        state = self.motion.apply(FaceState(mouth=mouth), t)
-        if t - self._last_cleanup > HISTORY:
-            self.timeline.clear_before(t - HISTORY)
-            self.audio_mouth.clear_before(t - HISTORY)
-            self._last_cleanup = t
+        state = self.motion.apply(FaceState(mouth=self.speaker.mouth_at(t)), t)
         return self.renderer.render(state)
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
         """The next 20 ms of speech (or silence)."""
-        return self.playback.read()
-
-    def speak(self, chunk: SpeechChunk, samples: npt.NDArray[np.int16]) -> tuple[float, float]:
-        """Queue a chunk's 48 kHz audio and its mouth motion; returns its (start, end) on the session clock."""
-        start = self.playback.schedule(samples) / AUDIO_RATE
-        end = start + len(samples) / AUDIO_RATE
-        if chunk.phonemes:
-            self.timeline.add(chunk.phonemes, start, end - start)
-        else:
-            self.audio_mouth.feed(samples, AUDIO_RATE, start)
-        return start, end
-
-    def queued_until(self) -> float:
-        """Session time at which the speech queued so far ends (now, when nothing is queued)."""
-        return self.playback.tail / AUDIO_RATE
-
-    def silence(self) -> float:
-        """Cut the speech now (mouth eases to rest); returns the session time where the sound stopped."""
-        stop = self.playback.clear() / AUDIO_RATE
-        self.timeline.interrupt(stop)
-        self.audio_mouth.interrupt(stop)
-        return stop
+        return self.speaker.audio_frame()
 
     def set_background(self, background: Background | None) -> None:
         """Show another background from the next frame on."""

@@ -9,6 +9,7 @@ import av
 import cv2
 import numpy as np
 
+from liveavatar.media import AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS
 from liveavatar.render.background import Background
 from liveavatar.render.motion import Motion
 from liveavatar.render.pack import AvatarPack
@@ -16,7 +17,7 @@ from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.playback import to_playback_rate
 from liveavatar.speech.base import TTS, Voice
-from liveavatar.transport.tracks import AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS, audio_frame
+from liveavatar.transport.tracks import audio_frame
 
 TAIL = 0.6
 """Seconds of idle animation after the speech, so the clip does not end mid-word."""
@@ -38,7 +39,7 @@ async def render_clip(
     source = AvatarSource(Renderer(pack, background), Motion(seed=0))
     end = 0.0
     async for chunk in tts.synthesize(text, voice, speed=speed, pron_map=pron_map):
-        end = source.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))[1]
+        end = source.speaker.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))[1]
     frames = int(np.ceil((end + TAIL) * VIDEO_FPS))
     width, height = source.video_size
     with av.open(str(out), "w") as container:

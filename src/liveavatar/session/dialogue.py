@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from liveavatar.errors import Code
 from liveavatar.knowledge.index import IndexCache
 from liveavatar.llm import LLM, ChatMessage, LLMError, LLMSettings, build_messages
-from liveavatar.protocol import Message
+from liveavatar.session.turn import Failure, Sentence, TextDelta, TextSource
 from liveavatar.speech.text import SentenceSplitter
 
 log = logging.getLogger(__name__)
@@ -69,16 +68,8 @@ class Dialogue:
     last_passages: list[str] = field(default_factory=list)
     """The passages retrieved for the latest question (shown by the transcript endpoint)."""
 
-    async def answer(
-        self,
-        user_text: str,
-        *,
-        language: str | None,
-        image: bytes | None,
-        on_text: Callable[[str], None],
-        on_error: Callable[[Message], None],
-    ) -> AsyncIterator[str]:
-        """Stream the answer: every text delta goes to `on_text` as generated; sentences are yielded for speech."""
+    async def answer(self, user_text: str, *, language: str | None, image: bytes | None) -> TextSource:
+        """The answer as a text stream: each LLM delta as generated, each sentence as soon as it is complete."""
         passages = await self._retrieve(user_text)
         messages = build_messages(
             instructions=self.knowledge.prompt if self.knowledge else "",
@@ -102,20 +93,19 @@ class Dialogue:
             )
             async for delta in stream:
                 produced = produced or bool(delta.strip())
-                on_text(delta)
+                yield TextDelta(delta)
                 for sentence in splitter.feed(delta):
-                    yield sentence
+                    yield Sentence(sentence, shown=True)
         except LLMError as exc:
             log.warning("LLM failed: %s", exc.msg)
-            on_error({"v": 2, "type": "event", "pld": {"event": "error", "code": int(Code.PROCESSING_ERROR),
-                                                        "msg": f"the language model failed: {exc.msg}"}})
+            yield Failure(Code.PROCESSING_ERROR, f"the language model failed: {exc.msg}")
             if not produced:
-                on_text(FALLBACK)
-                yield FALLBACK
+                yield TextDelta(FALLBACK)
+                yield Sentence(FALLBACK, shown=True)
                 return
         rest = splitter.flush()
         if rest:
-            yield rest
+            yield Sentence(rest, shown=True)
 
     async def _retrieve(self, query: str) -> list[str]:
         self.last_passages = []

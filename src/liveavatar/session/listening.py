@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from liveavatar.media import Clock
 from liveavatar.session.settings import SessionSettings
 from liveavatar.speech.resample import FloatAudio, Resampler
 from liveavatar.speech.stt import Transcript, WhisperSTT, normalize_stt_language
 from liveavatar.speech.turns import Partial, SpeechStarted, SpeechStopped, TurnDetector
 from liveavatar.speech.vad import SileroVAD
-from liveavatar.transport.tracks import MediaClock
 
 log = logging.getLogger(__name__)
 LISTEN_RATE = 16_000
@@ -42,10 +42,10 @@ class Listener:
     def __init__(
         self,
         ears: Ears,
-        clock: MediaClock,
+        clock: Clock,
         settings: Callable[[], SessionSettings],
         *,
-        on_speech: Callable[[float], None],
+        on_speech: Callable[[float], Awaitable[None]],
         on_utterance: Callable[[str], Awaitable[None]],
     ) -> None:
         self._ears = ears
@@ -86,7 +86,7 @@ class Listener:
 
     async def _handle(self, event: SpeechStarted | SpeechStopped | Partial) -> None:
         if isinstance(event, SpeechStarted):
-            self._on_speech(event.t)
+            await self._on_speech(event.t)
         elif isinstance(event, SpeechStopped):
             transcript = event.transcript
             if transcript is None:

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import resample_poly
 
-from liveavatar.transport.tracks import AUDIO_RATE, AUDIO_SAMPLES
+from liveavatar.media import AUDIO_RATE, AUDIO_SAMPLES
 
 FADE_SAMPLES = AUDIO_RATE // 400
 """2.5 ms: how long a cut-off sound fades out (a hard cut clicks)."""

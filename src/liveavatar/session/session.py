@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Any
 
 import av
-import cv2
 
 from liveavatar.clock import new_id
-from liveavatar.errors import LiveAvatarError, NoPermission
+from liveavatar.errors import Code, LiveAvatarError, NoPermission, RateLimited
 from liveavatar.fetch import fetch
+from liveavatar.media import MediaClock
 from liveavatar.protocol import (
     ChatAssembler,
     ChatChunk,
@@ -26,25 +26,26 @@ from liveavatar.protocol import (
     SetParams,
     ack,
     encode,
-    event,
+    error_event,
     parse,
 )
 from liveavatar.render.background import Background
 from liveavatar.session.avatar import AvatarSource
+from liveavatar.session.conversation import Conversation, voice_for
 from liveavatar.session.dialogue import Brain, Dialogue, Knowledge
 from liveavatar.session.listening import Ears, Listener
 from liveavatar.session.settings import SessionSettings
-from liveavatar.session.turn import Turn, retell
-from liveavatar.speech.base import Voice
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store.sessions import Status
 from liveavatar.transport.peer import DROPPED_STATES, Peer
-from liveavatar.transport.tracks import MediaClock
 
 log = logging.getLogger(__name__)
 EndSession = Callable[[Status, str], None]
-ReplyKind = Literal["answer", "say"]
 BACKGROUND_MAX_BYTES = 10 * 1024 * 1024
+MAX_BACKGROUND_FETCHES = 2
+"""Background images a session fetches at once; another bgurl meanwhile is refused (1005)."""
+INBOX = 1024
+"""Stream messages waiting to be handled; beyond that a flood is dropped (and the client told once)."""
 
 
 class Session:
@@ -78,13 +79,18 @@ class Session:
         """The client's latest camera frame, if it publishes one."""
         self._voices = voices
         self._allow_private_urls = allow_private_urls
-        self.history: list[dict[str, Any]] = []
-        """What was said, in order: the client's text and what the user actually heard of each reply."""
-        self.interrupts: list[dict[str, float]] = []
-        """For each interrupt: session time it was handled and where the sound stopped."""
-        self._turn: Turn | None = None
         self.knowledge = knowledge
-        self.dialogue = Dialogue(brain, knowledge) if brain is not None else None
+        self._pacer = OutboundPacer(self._send, settings.profile)
+        self.conversation = Conversation(
+            speaker=source.speaker,
+            clock=self.clock,
+            voices=voices,
+            settings=lambda: self.settings,
+            send_chat=self._pacer.push_chat,
+            send_event=self.send_control,
+            dialogue=Dialogue(brain, knowledge) if brain is not None else None,
+            camera=lambda: self.latest_camera,
+        )
         self.barge_ins: list[dict[str, float]] = []
         """For each barge-in: the user's speech onset and where the avatar's sound stopped (session time)."""
         self._listener: Listener | None = None
@@ -96,19 +102,20 @@ class Session:
         self._rejoin_grace = rejoin_grace
         self._end = end
         self._peer: Peer | None = None
-        self._pacer = OutboundPacer(self._send, settings.profile)
         self._assembler = ChatAssembler()
-        self._replies: asyncio.Queue[tuple[ReplyKind, str]] = asyncio.Queue()
-        self._reply_task: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(INBOX)
+        self._inbox_overflowed = False
+        self._backgrounds: set[asyncio.Task[None]] = set()
         self._grace_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._pacer.run(), "pacer")
-        self._spawn(self._reply_loop(), "replies")
+        self._spawn(self.conversation.run(), "replies")
+        self._spawn(self._handle_inbox(), "inbox")
         self._spawn(self._expire_partials(), "chat-expiry")
         if self._listener is not None:
             self._spawn(self._listener.run(), "listener")
         if settings.background_url:
-            self._spawn(self._change_background(settings.background_url), "background")
+            self._fetch_background(settings.background_url)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._guard(work, name), name=f"{name}-{self.session_id}")
@@ -151,7 +158,7 @@ class Session:
             await peer.aclose()
             raise
         if not self.joined and self.knowledge is not None and self.knowledge.prologue.strip():
-            self._replies.put_nowait(("say", self.knowledge.prologue))
+            self.conversation.say(self.knowledge.prologue)
         self.joined = True
         self._cancel_grace()
         return answer
@@ -178,16 +185,22 @@ class Session:
         if self._listener is not None:
             self._listener.push(frame)
 
-    def _barge_in(self, onset: float) -> None:
+    async def _barge_in(self, onset: float) -> None:
         # The detector reports onsets only after MIN_SPEECH_MS of voice: clicks and coughs don't interrupt.
-        if self._turn is not None and self._turn.stopped_at is None:
-            self.interrupt()
-            if self._turn is not None and self._turn.stopped_at is not None:
-                self.barge_ins.append({"onset": onset, "silent_from": self._turn.stopped_at})
+        if self.conversation.speaking:
+            stopped = await self.conversation.interrupt()
+            if stopped is not None:
+                self.barge_ins.append({"onset": onset, "silent_from": stopped})
 
     async def _user_said(self, text: str) -> None:
         self._pacer.push_chat(ChatStream(new_id(), "user", self.settings.profile).piece(text, last=True))
-        self._replies.put_nowait(("answer", text))
+        self._owe_answer(text, None)
+
+    def _owe_answer(self, text: str, mid: str | None) -> None:
+        try:
+            self.conversation.answer(text, mid)
+        except RateLimited as exc:
+            self.send_control(error_event(exc.code, exc.msg))
 
     def _on_camera(self, frame: av.VideoFrame) -> None:
         # Keeping a reference is free; the frame is encoded only if a dialogue turn sends it to the LLM.
@@ -205,40 +218,51 @@ class Session:
         self._pacer.push_control(encode(message))
 
     def _on_message(self, raw: str | bytes) -> None:
+        # Messages are handled in arrival order by one task, so an interrupt never overtakes an earlier chat.
         try:
-            message = parse(raw)
-            if message is None:
-                return  # not v2: ignored, as the protocol says
-            self._dispatch(message)
-        except ProtocolError as exc:
-            reply = exc.as_ack()
-            if reply is None:
-                reply = {**event("error"), "pld": {"event": "error", "code": int(exc.code), "msg": exc.msg}}
-            self.send_control(reply)
+            self._inbox.put_nowait(raw)
+        except asyncio.QueueFull:
+            if not self._inbox_overflowed:
+                self._inbox_overflowed = True
+                self.send_control(error_event(Code.RATE_LIMITED, "too many stream messages; some were dropped"))
 
-    def _dispatch(self, message: ChatChunk | Interrupt | SetParams | SetAction | Event) -> None:
+    async def _handle_inbox(self) -> None:
+        while True:
+            raw = await self._inbox.get()
+            if self._inbox.empty():
+                self._inbox_overflowed = False
+            try:
+                message = parse(raw)
+                if message is not None:  # None: not v2, ignored as the protocol says
+                    await self._dispatch(message)
+            except ProtocolError as exc:
+                self.send_control(exc.as_ack() or error_event(exc.code, exc.msg))
+
+    async def _dispatch(self, message: ChatChunk | Interrupt | SetParams | SetAction | Event) -> None:
         if isinstance(message, ChatChunk):
             text = self._assembler.add(message)
             if text is not None and text.strip():
-                self._replies.put_nowait(("answer", text))
+                self._owe_answer(text, message.mid)
         elif isinstance(message, Interrupt | SetParams | SetAction):
             try:
-                self._command(message)
+                await self._command(message)
             except LiveAvatarError as exc:
                 self.send_control(ack(message.mid, message.cmd, exc.code, exc.msg))
         # Events from the client carry nothing the server acts on.
 
-    def _command(self, command: Interrupt | SetParams | SetAction) -> None:
+    async def _command(self, command: Interrupt | SetParams | SetAction) -> None:
         if isinstance(command, Interrupt):
-            self.interrupt()
+            await self.conversation.interrupt()
         elif isinstance(command, SetParams):
             updated = self.settings.updated(command, self._voices)
-            self._voice_for(updated)  # a language no voice speaks is refused here, not at the next reply
+            voice_for(self._voices, updated)  # a language no voice speaks is refused here, not at the next reply
+            if command.bgurl and len(self._backgrounds) >= MAX_BACKGROUND_FETCHES:
+                raise RateLimited("a background is already loading; try again when it is in")
             self.settings = updated
             if self._listener is not None:
                 self._listener.update(updated)
             if command.bgurl:
-                self._spawn(self._change_background(command.bgurl, command), "background")
+                self._fetch_background(command.bgurl, command)
                 return  # acked once the image is in
         else:
             now = self.clock.now()
@@ -253,105 +277,35 @@ class Session:
             await asyncio.sleep(5.0)
             self._assembler.expire()
 
-    # --- replies -------------------------------------------------------------------------------
+    # --- background ----------------------------------------------------------------------------
 
-    def interrupt(self) -> None:
-        """Stop the current reply now (sound within one frame) and drop queued ones."""
-        while not self._replies.empty():
-            self._replies.get_nowait()
-        if self._turn is not None and self._reply_task is not None:
-            at = self.clock.now()
-            stopped = self._turn.interrupt()
-            self.interrupts.append({"at": at, "silent_from": stopped})
-            self._reply_task.cancel()
-
-    async def _reply_loop(self) -> None:
-        while True:
-            kind, text = await self._replies.get()
-            if kind == "answer":
-                self.history.append({"from": "user", "text": text})
-            turn = self._turn_for(kind, text)
-            task = asyncio.create_task(turn.run(), name=f"turn-{self.session_id}")
-            self._turn, self._reply_task = turn, task
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the session is closing, not just this reply being interrupted
-            finally:
-                self._turn = self._reply_task = None
-                heard = turn.heard()
-                self.history.append({"from": "bot", "text": heard, "interrupted": turn.stopped_at is not None})
-                if self.dialogue is not None:
-                    self.dialogue.remember(text if kind == "answer" else None, heard)
-
-    def _turn_for(self, kind: ReplyKind, text: str) -> Turn:
-        """A reply: the text itself (retelling, the prologue) or an LLM answer (dialogue mode)."""
-        settings = self.settings
-        voice = self._voice_for(settings)
-        dialogue = kind == "answer" and settings.mode == 2 and self.dialogue is not None
-        turn = Turn(
-            retell(text),
-            tts=self._voices.tts_for(voice),
-            voice=voice,
-            source=self.source,
-            clock=self.clock,
-            chat=ChatStream(new_id(), "bot", settings.profile),
-            send_chat=self._pacer.push_chat,
-            send_event=self.send_control,
-            speed=settings.speed,
-            pron_map=settings.pron_map,
-            narrate=not dialogue,
-        )
-        if dialogue and self.dialogue is not None:
-            turn.sentences = self.dialogue.answer(
-                text,
-                language=settings.language or voice.language,
-                image=self._camera_jpeg(),
-                on_text=turn.say_text,
-                on_error=self.send_control,
-            )
-        return turn
-
-    def _camera_jpeg(self) -> bytes | None:
-        """The latest camera frame as JPEG, only when the LLM takes images (otherwise it costs nothing)."""
-        frame = self.latest_camera
-        if frame is None or self.dialogue is None or not self.dialogue.brain.llm.supports_images:
-            return None
-        ok, data = cv2.imencode(".jpg", frame.to_ndarray(format="bgr24"), [cv2.IMWRITE_JPEG_QUALITY, 80])
-        return data.tobytes() if ok else None
-
-    def _voice_for(self, settings: SessionSettings) -> Voice:
-        """The session's voice: the one chosen, else the language's default voice."""
-        voice = self._voices.get(settings.voice_id) if settings.voice_id else None
-        return voice or self._voices.default_voice(settings.language)
+    def _fetch_background(self, url: str, command: SetParams | None = None) -> None:
+        task = self._spawn(self._change_background(url, command), "background")
+        self._backgrounds.add(task)
+        task.add_done_callback(self._backgrounds.discard)
 
     async def _change_background(self, url: str, command: SetParams | None = None) -> None:
         """Fetch (guarded) and show a background image; the set-params ack says how it went."""
         try:
             fetched = await fetch(url, max_bytes=BACKGROUND_MAX_BYTES, allow_private=self._allow_private_urls)
             background = await asyncio.to_thread(Background.from_bytes, fetched.content)
-        except LiveAvatarError as exc:
-            log.info("session %s: background %s refused: %s", self.session_id, url[:200], exc.msg)
+        except Exception as exc:
+            # Whatever went wrong with the URL or the image, the session keeps its old background.
+            reason = exc.msg if isinstance(exc, LiveAvatarError) else "the background could not be loaded"
+            code = exc.code if isinstance(exc, LiveAvatarError) else Code.PROCESSING_ERROR
+            log.info("session %s: background refused: %s", self.session_id, reason)
             if command is not None:
-                self.send_control(ack(command.mid, command.cmd, exc.code, f"bgurl: {exc.msg}"))
+                self.send_control(ack(command.mid, command.cmd, code, f"bgurl: {reason}"))
             return
         self.source.set_background(background)
         if command is not None:
             self.send_control(ack(command.mid, command.cmd))
 
+    # --- closing -------------------------------------------------------------------------------
+
     def transcript(self) -> dict[str, Any]:
         """What was said (plain values): the messages, what was heard, interrupts, barge-ins, passages."""
-        return {
-            "live": True,
-            "messages": list(self.history),
-            "interrupts": list(self.interrupts),
-            "barge_ins": list(self.barge_ins),
-            "passages": self.dialogue.last_passages if self.dialogue else [],
-        }
-
-    # --- closing -------------------------------------------------------------------------------
+        return {"live": True, **self.conversation.transcript(), "barge_ins": list(self.barge_ins)}
 
     async def aclose(self) -> None:
         """End everything the session owns: peer, tracks, tasks."""

@@ -1,18 +1,55 @@
-"""A Turn: one bot reply, from text to speech, mouth motion and streamed bot text; cancelled as a whole."""
+"""A Turn: one bot reply, from a text stream to speech, mouth motion and streamed bot text; interrupted as a whole."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message, event
-from liveavatar.session.avatar import AvatarSource
+from liveavatar.errors import Code
+from liveavatar.media import Clock
+from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message, error_event, event
 from liveavatar.session.playback import to_playback_rate
+from liveavatar.session.speaker import Speaker
 from liveavatar.speech.base import TTS, WORD_GAP, PhonemeTiming, Voice
-from liveavatar.speech.text import split_sentences
-from liveavatar.transport.tracks import MediaClock
+
+log = logging.getLogger(__name__)
+
+LOOKAHEAD = 2.5
+"""Seconds of speech synthesised ahead of playback: enough to never run dry, little enough to share the TTS."""
+QUEUED_PIECES = 32
+"""Synthesised pieces waiting to start playing (LOOKAHEAD keeps it to a few; the bound is a backstop)."""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Reply text for the client now, as it is produced (dialogue mode: each piece the LLM generates)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A complete piece of the reply to speak; `shown` when its text already went out as deltas."""
+
+    text: str
+    shown: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The text source failed: the client gets an `error` event; whatever the source yields next is spoken."""
+
+    code: Code
+    msg: str
+
+
+TextItem = TextDelta | Sentence | Failure
+TextSource = AsyncGenerator[TextItem, None]
+"""A turn's one input: retelling yields sentences; dialogue yields the LLM's deltas and each sentence they complete."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +60,7 @@ class Spoken:
     start: float
     end: float
     phonemes: tuple[PhonemeTiming, ...] = ()
+    shown: bool = False
 
     def heard(self, stop: float) -> str:
         """The part of the text played before `stop` (whole words: the word being said counts)."""
@@ -38,92 +76,107 @@ class Spoken:
         return " ".join(words[: min(begun, len(words))])
 
 
-LOOKAHEAD = 2.5
-"""Seconds of speech synthesised ahead of playback: enough to never run dry, little enough to share the TTS."""
-FIRST_CLAUSE = 30
-"""A first sentence longer than this is synthesised clause first: the first sound comes sooner."""
-
-
-async def retell(text: str) -> AsyncIterator[str]:
-    """Retelling mode's text source: the client's text, sentence by sentence (the first cut at a clause)."""
-    for index, sentence in enumerate(split_sentences(text)):
-        cut = sentence.find(", ", 4) if index == 0 and len(sentence) > FIRST_CLAUSE else -1
-        if cut > 0:
-            yield sentence[: cut + 1]
-            sentence = sentence[cut + 2 :]
-        yield sentence
-
-
 @dataclass
 class Turn:
-    """Speaks `sentences` through `source`: audio and mouth on the clock, bot text as each sentence plays."""
+    """Speaks `text` through `speaker`: audio and mouth on the clock, bot text as it is produced or played.
 
-    sentences: AsyncIterator[str]
+    `start()` runs it in a task the turn owns; `wait()` returns when the last sample has played (or the
+    turn was interrupted); `interrupt()` cuts the sound within one 20 ms frame, ends the task and says
+    where the sound stopped. A failing TTS ends the turn with an `error` event (1201), never the session.
+    """
+
+    text: TextSource
     tts: TTS
     voice: Voice
-    source: AvatarSource
-    clock: MediaClock
+    speaker: Speaker
+    clock: Clock
     chat: ChatStream
     send_chat: Callable[[list[str]], None]
     send_event: Callable[[Message], None]
     speed: float = 1.0
     pron_map: Mapping[str, str] = field(default_factory=dict)
-    narrate: bool = True
-    """Send each sentence's text as it starts playing; False when the text source sends it (`say_text`)."""
     pieces: list[Spoken] = field(default_factory=list)
     stopped_at: float | None = None
     """Session time the sound was cut by an interrupt; None if the turn played to its end."""
+    _task: asyncio.Task[None] | None = None
     _started: bool = False
     _text_sent: bool = False
-    _text_done: bool = False
+    _text_closed: bool = False
 
-    async def run(self) -> None:
-        """Synthesise and play the whole reply; returns when its last sample has been played."""
-        queue: asyncio.Queue[Spoken | None] = asyncio.Queue()
+    def start(self) -> None:
+        """Begin synthesising and playing the reply."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"turn-{self.chat.mid}")
+
+    async def wait(self) -> None:
+        """Until the reply has played to its end or was interrupted (cancels the turn if the caller is)."""
+        if self._task is None:
+            return
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._synthesize(queue))
-                group.create_task(self._narrate(queue))
-        finally:
-            self._finish()
+            await asyncio.wait([self._task])
+        except asyncio.CancelledError:
+            await self.interrupt()
+            raise
 
-    def interrupt(self) -> float:
-        """Cut the sound now (within one 20 ms frame); the caller then cancels the task running `run()`."""
+    async def interrupt(self) -> float:
+        """Cut the sound now, end the turn and return the session time where the sound stopped."""
         if self.stopped_at is None:
-            self.stopped_at = self.source.silence()
+            self.stopped_at = self.speaker.silence()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
         return self.stopped_at
-
-    def say_text(self, delta: str) -> None:
-        """Stream a piece of the reply's text to the client now (dialogue mode: as the LLM generates it)."""
-        if delta:
-            self._send_piece(delta, last=False)
-
-    def _send_piece(self, text: str, *, last: bool) -> None:
-        self._text_sent = True
-        self._text_done = last
-        self.send_chat(self.chat.piece(text, last=last))
 
     def heard(self) -> str:
         """What the user actually heard of this reply."""
         stop = math.inf if self.stopped_at is None else self.stopped_at
         return " ".join(part for part in (piece.heard(stop) for piece in self.pieces) if part)
 
-    async def _synthesize(self, queue: asyncio.Queue[Spoken | None]) -> None:
+    async def _run(self) -> None:
+        queue: asyncio.Queue[Spoken | None] = asyncio.Queue(QUEUED_PIECES)
         try:
-            async for sentence in self.sentences:
-                ahead = self.source.queued_until() - LOOKAHEAD
-                if ahead > self.clock.now():
-                    await self.clock.wait_until(ahead)  # let other sessions use the TTS meanwhile
-                speech = self.tts.synthesize(sentence, self.voice, speed=self.speed, pron_map=self.pron_map)
-                async for chunk in speech:
-                    start, end = self.source.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
-                    piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes)
-                    self.pieces.append(piece)
-                    queue.put_nowait(piece)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._synthesize(queue))
+                group.create_task(self._narrate(queue))
+        except asyncio.CancelledError:
+            pass  # interrupted: the sound is already cut
+        except Exception:
+            log.exception("reply %s failed", self.chat.mid)
+            self.send_event(error_event(Code.PROCESSING_ERROR, "the reply failed"))
         finally:
-            queue.put_nowait(None)
+            self._finish()
+
+    async def _synthesize(self, queue: asyncio.Queue[Spoken | None]) -> None:
+        async with contextlib.aclosing(self.text) as items:
+            async for item in items:
+                if isinstance(item, TextDelta):
+                    self._send_text(item.text)
+                elif isinstance(item, Failure):
+                    self.send_event(error_event(item.code, item.msg))
+                elif not await self._speak(item, queue):
+                    break
+        await queue.put(None)
+
+    async def _speak(self, sentence: Sentence, queue: asyncio.Queue[Spoken | None]) -> bool:
+        """Synthesise one sentence into the speaker; False (after telling the client) when the TTS failed."""
+        ahead = self.speaker.queued_until() - LOOKAHEAD
+        if ahead > self.clock.now():
+            await self.clock.wait_until(ahead)  # let other sessions use the TTS meanwhile
+        try:
+            async for chunk in self.tts.synthesize(sentence.text, self.voice, speed=self.speed, pron_map=self.pron_map):
+                start, end = self.speaker.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
+                piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes, sentence.shown)
+                self.pieces.append(piece)
+                await queue.put(piece)
+        except Exception as exc:
+            # Whatever the engine raised, this reply cannot be spoken further; the session lives on.
+            log.warning("speech synthesis failed for voice %s: %r", self.voice.voice_id, exc)
+            self.send_event(error_event(Code.AUDIO_ERROR, "speech synthesis failed for this reply"))
+            return False
+        return True
 
     async def _narrate(self, queue: asyncio.Queue[Spoken | None]) -> None:
+        """Release each piece's text as it starts playing (unless already shown); end when the sound does."""
         current = await queue.get()
         end = self.clock.now()
         while current is not None:
@@ -132,14 +185,23 @@ class Turn:
                 self._started = True
                 self.send_event(event(AUDIO_START))
             following = await queue.get()
-            if self.narrate:
-                last = following is None
-                self._send_piece(current.text if last else current.text + " ", last=last)
+            if not current.shown:
+                self._send_text(current.text if following is None else current.text + " ")
             end, current = current.end, following
+        self._close_text()  # all the text is out: fin now, not when the sound ends
         await self.clock.wait_until(end)
 
+    def _send_text(self, text: str) -> None:
+        if text:
+            self._text_sent = True
+            self.send_chat(self.chat.piece(text, last=False))
+
+    def _close_text(self) -> None:
+        if self._text_sent and not self._text_closed:
+            self._text_closed = True
+            self.send_chat(self.chat.piece("", last=True))  # fin carries no text: the guide's handler ignores it
+
     def _finish(self) -> None:
-        if self._text_sent and not self._text_done:
-            self._send_piece("", last=True)  # clients wait for fin: close an unfinished or cut-off message
+        self._close_text()  # an interrupted reply's message is closed too: clients wait for fin
         if self._started:
             self.send_event(event(AUDIO_END))

@@ -13,8 +13,9 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCRtpSe
 from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.errors import ParamError
+from liveavatar.media import Clock
 from liveavatar.transport.ice import rtc_configuration
-from liveavatar.transport.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaClock, MediaSource
+from liveavatar.transport.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaSource
 
 log = logging.getLogger(__name__)
 DROPPED_STATES = frozenset({"failed", "closed"})
@@ -26,7 +27,7 @@ class Peer:
     def __init__(
         self,
         source: MediaSource,
-        clock: MediaClock,
+        clock: Clock,
         ice_servers: Sequence[dict[str, Any]],
         *,
         on_message: Callable[[str | bytes], None],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import fractions
 from typing import Protocol
 
@@ -13,13 +12,7 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-AUDIO_RATE = 48_000
-AUDIO_PTIME = 0.020
-AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)
-VIDEO_FPS = 25
-VIDEO_CLOCK = 90_000
-VIDEO_TICKS = VIDEO_CLOCK // VIDEO_FPS
-
+from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, VIDEO_CLOCK, VIDEO_FPS, VIDEO_TICKS, Clock
 
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 
@@ -50,37 +43,12 @@ class MediaSource(Protocol):
         ...
 
 
-class MediaClock:
-    """The session clock both tracks pace on: t = 0 when the first frame is handed out."""
-
-    def __init__(self) -> None:
-        self._origin: float | None = None
-
-    def now(self) -> float:
-        """Seconds since the clock started (0 before it starts)."""
-        if self._origin is None:
-            return 0.0
-        return asyncio.get_running_loop().time() - self._origin
-
-    def start(self) -> float:
-        """Start the clock if it is not running; returns its origin in loop time."""
-        if self._origin is None:
-            self._origin = asyncio.get_running_loop().time()
-        return self._origin
-
-    async def wait_until(self, t: float) -> None:
-        """Sleep until session time `t` (returns at once when late)."""
-        delay = self.start() + t - asyncio.get_running_loop().time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
 class AvatarAudioTrack(MediaStreamTrack):
     """Server -> client audio: 48 kHz mono s16, one 20 ms frame per recv(), paced in real time."""
 
     kind = "audio"
 
-    def __init__(self, source: MediaSource, clock: MediaClock) -> None:
+    def __init__(self, source: MediaSource, clock: Clock) -> None:
         super().__init__()
         self._source = source
         self._clock = clock
@@ -101,7 +69,7 @@ class AvatarVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, source: MediaSource, clock: MediaClock) -> None:
+    def __init__(self, source: MediaSource, clock: Clock) -> None:
         super().__init__()
         self._source = source
         self._clock = clock
