@@ -10,15 +10,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from liveavatar.render.arrays import F32, F64, U8
 from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
+from liveavatar.render.landmarks import LOWER_INNER, UPPER_INNER
 from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, TEETH_SPAN, AvatarPack
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
-
-UPPER_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LOWER_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
 MAX_ROLL = 4.5
 """Degrees of head tilt drawn at most (larger values are clamped)."""
 MAX_SHIFT = 6.0
@@ -67,11 +64,9 @@ class _FieldGroup:
         acc: F32,
         sharp: tuple[int, int, int, int] | None = None,
     ) -> None:
-        """Replace the maps over the box by the inverse of the weighted forward fields.
-
-        The fields are smooth except across the lips' seam, so the box is solved on a coarse grid
-        and only the `sharp` box (the parted lips, band coordinates) at full resolution.
-        """
+        """Replace the maps over the box by the inverse of the weighted forward fields."""
+        # the fields are smooth except across the lips' seam, so the box is solved on a coarse grid
+        # and only the `sharp` box (the parted lips, band coordinates) at full resolution
         active = [(n, w) for n, w in weights.items() if n in self.stack and abs(w) > 1e-4]
         if not active:
             return
@@ -164,7 +159,7 @@ class _Prepared:
         self.mw = float(np.linalg.norm(eu))
         self.mouth_frame = (centre, eu / self.mw)
         e = self.mouth_frame[1]
-        seam = self.lm[UPPER_INNER] - centre
+        seam = self.lm[list(UPPER_INNER)] - centre
         su, sv = seam @ e / self.mw, seam @ np.array([-e[1], e[0]]) / self.mw
         order = np.argsort(su)
         self.seam = (su[order], sv[order])
@@ -193,16 +188,14 @@ class _Rigid:
         self.t = -(self.m @ [px, py]) - np.array([[c, s], [-s, c]]) @ [dx, dy]
         self.dy = dy
 
-    def forward(self, pts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def forward(self, pts: F64) -> F64:
         """Where rest points of the head (band coordinates) appear in the frame."""
         (a, b), (c, d) = np.eye(2) + self.m
         det = a * d - b * c
         x, y = pts[:, 0] - self.t[0], pts[:, 1] - self.t[1]
         return np.stack([(d * x - b * y) / det, (a * y - c * x) / det], 1)
 
-    def backward(
-        self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def backward(self, x: F64, y: F64) -> tuple[F64, F64]:
         """Where frame points of the head sample the rest frame (band coordinates)."""
         (m00, m01), (m10, m11) = self.m
         return x + m00 * x + m01 * y + self.t[0], y + m10 * x + m11 * y + self.t[1]
@@ -374,9 +367,9 @@ class Renderer:
             out += (eye.lash_color - out) * np.minimum(lash * 0.95, 1.0)
             self._work[y : y + h, eye.x : eye.x + w, :3] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-    def _lips(self, state: FaceState, weights: dict[str, float], rigid: _Rigid) -> npt.NDArray[np.float64]:
+    def _lips(self, state: FaceState, weights: dict[str, float], rigid: _Rigid) -> F64:
         """The parted lips' inner outline now (upper contour, then lower reversed), band coordinates."""
-        idx = UPPER_INNER + LOWER_INNER[::-1]
+        idx = list(UPPER_INNER + LOWER_INNER[::-1])
         moved = self._p.lm[idx].copy()
         for n in MOUTH_FIELDS:
             w = weights.get(n, 0.0)
@@ -387,9 +380,7 @@ class Renderer:
         moved[:, 1] += math.radians(state.pitch) * depth
         return rigid.forward(moved)
 
-    def _draw_mouth(
-        self, pts: npt.NDArray[np.float64], rigid: _Rigid, state: FaceState, weights: dict[str, float]
-    ) -> None:
+    def _draw_mouth(self, pts: F64, rigid: _Rigid, state: FaceState, weights: dict[str, float]) -> None:
         """Mouth interior inside the parted lips: dark fill, tongue, upper teeth fixed to the skull."""
         n = len(UPPER_INNER)
         upper, lower = pts[:n], pts[n:][::-1]
@@ -449,7 +440,7 @@ def _clamp(v: float, limit: float) -> float:
     return min(max(float(v), -limit), limit)
 
 
-def _box(pts: npt.NDArray[np.float64], margin: int, width: int, height: int) -> tuple[int, int, int, int]:
+def _box(pts: F64, margin: int, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer box around points, grown by a margin and clipped to the frame."""
     x0, y0 = np.floor(pts.min(0)).astype(int) - margin
     x1, y1 = np.ceil(pts.max(0)).astype(int) + margin + 1
