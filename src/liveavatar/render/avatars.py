@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -101,7 +102,8 @@ def square_crop(image: Any) -> Any:
     return image[top : top + side, left : left + side]
 
 
-def builder_sources(folder: Path = Path(__file__).parent) -> list[Path]:
+@functools.cache
+def builder_sources(folder: Path = Path(__file__).parent) -> tuple[Path, ...]:
     """builder.py and every render module it imports, directly or through another one, sorted by name."""
     found: set[str] = set()
     todo = ["builder"]
@@ -120,7 +122,7 @@ def builder_sources(folder: Path = Path(__file__).parent) -> list[Path]:
             else:
                 continue
             todo += [m.removeprefix(_RENDER) for m in modules if m.startswith(_RENDER)]
-    return sorted(folder / f"{name}.py" for name in found)
+    return tuple(sorted(folder / f"{name}.py" for name in found))
 
 
 def builder_version(folder: Path = Path(__file__).parent) -> str:
