@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liveavatar.render.audio_mouth import AudioMouth, AudioMouthParams
 from liveavatar.render.face import MOUTH_BASES
-from liveavatar.render.lipsync import AudioMouth, AudioMouthParams, LipSyncParams, MouthSource, MouthTimeline
+from liveavatar.render.mouth_curve import MouthSource
+from liveavatar.render.phoneme_mouth import LipSyncParams, MouthTimeline
 from liveavatar.render.visemes import (
     FALLBACK_VISEME,
     PHONEME_VISEMES,

@@ -1,7 +1,10 @@
-"""Avatar packs: building the built-in portraits, the fold check, save/load, and refusing unusable photos."""
+"""Avatar packs: building the built-in portraits, the fold check, save/load, refusing unusable photos, versions."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -9,8 +12,10 @@ import numpy as np
 import pytest
 
 from liveavatar.errors import ParamError
-from liveavatar.render.avatars import builtin_portraits
-from liveavatar.render.builder import MIN_FACE_PX, build_pack, check_folds
+from liveavatar.render.avatars import builder_sources, builder_version, builtin_portraits
+from liveavatar.render.builder import build_pack
+from liveavatar.render.detection import MIN_FACE_PX
+from liveavatar.render.fields import check_folds
 from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, AvatarPack
 
 
@@ -113,3 +118,27 @@ def test_tiny_image_and_wrong_types_are_refused() -> None:
         build_pack(np.zeros((64, 64, 3), np.uint8), avatar_id="x", name="X")
     with pytest.raises(ParamError, match="8-bit"):
         build_pack(np.zeros((512, 512, 3), np.float32), avatar_id="x", name="X")
+
+
+def test_builder_version_covers_every_module_the_build_imports() -> None:
+    # a fresh interpreter: what importing the builder really loads, whatever this test process imported before
+    code = "import sys, liveavatar.render.builder; print(*(m for m in sys.modules if m.startswith('liveavatar.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    hashed = {path.stem for path in builder_sources()}
+    assert {
+        name.removeprefix("liveavatar.render.") for name in loaded if name.startswith("liveavatar.render.")
+    } == hashed
+    assert {"builder", "pack", "landmarks", "detection", "matting", "mesh", "fields", "appearance"} <= hashed
+
+
+def test_builder_version_changes_with_any_builder_module(tmp_path: Path) -> None:
+    for path in builder_sources():
+        shutil.copy(path, tmp_path / path.name)
+    before = builder_version(tmp_path)
+    assert before == builder_version()
+    for path in builder_sources(tmp_path):
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# changed\n")
+        assert builder_version(tmp_path) != before, path.name
+        path.write_bytes(original)
+    assert builder_version(tmp_path) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 Gender = Literal["male", "female"]
 PREVIEW_SIZE = 512
 THUMBNAIL_SIZE = 160
+_RENDER = "liveavatar.render."
 
 
 def _package_file(package: str, *parts: str) -> Path | None:
@@ -99,11 +102,34 @@ def square_crop(image: Any) -> Any:
     return image[top : top + side, left : left + side]
 
 
-def builder_version() -> str:
+@functools.cache
+def builder_sources(folder: Path = Path(__file__).parent) -> tuple[Path, ...]:
+    """builder.py and every render module it imports, directly or through another one, sorted by name."""
+    found: set[str] = set()
+    todo = ["builder"]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_bytes())):
+            if isinstance(node, ast.ImportFrom) and node.module == _RENDER[:-1]:
+                modules = [_RENDER + alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            todo += [m.removeprefix(_RENDER) for m in modules if m.startswith(_RENDER)]
+    return tuple(sorted(folder / f"{name}.py" for name in found))
+
+
+def builder_version(folder: Path = Path(__file__).parent) -> str:
     """A fingerprint of the pack builder's code: packs built by other code are rebuilt."""
     digest = hashlib.sha256()
-    for module in ("builder.py", "pack.py"):
-        digest.update(Path(__file__).with_name(module).read_bytes())
+    for path in builder_sources(folder):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -159,9 +185,7 @@ class AvatarRegistry:
         tmp.replace(path)
         return pack
 
-    def add(
-        self, image_path: Path, *, avatar_id: str, name: str, gender: str, progress: Any = None
-    ) -> Avatar:
+    def add(self, image_path: Path, *, avatar_id: str, name: str, gender: str, progress: Any = None) -> Avatar:
         """Build a new avatar from a portrait photo (ParamError with a plain reason if it cannot be animated)."""
         from liveavatar.errors import ParamError
         from liveavatar.render.builder import build_pack

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from liveavatar.errors import ParamError
+from liveavatar.render.arrays import F16, F32, U8
 
 PACK_VERSION = 1
 
@@ -28,10 +28,6 @@ MOUTH_FIELDS: tuple[str, ...] = (
 
 FACE_FIELDS: tuple[str, ...] = ("brows_up", "brows_down")
 """Smooth displacement fields applied in one step."""
-
-F16 = npt.NDArray[np.float16]
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""The renderer's backward maps: the head's rigid motion and the warp fields inverted by fixed-point iteration."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from liveavatar.render.arrays import F32, F64
+from liveavatar.render.pack import AvatarPack
+
+ITERATIONS = 3
+"""Fixed-point steps that invert the forward fields (steep at the lips)."""
+_NO_MAP = np.empty((0, 0), np.float32)
+"""Second map for cv2.remap when the first holds (x, y) pairs."""
+COARSE = 4
+"""The fields are inverted on a grid this much coarser, except around the parted lips."""
+
+
+class Rigid:
+    """Head motion, backward: q = p + hw(p) * (m p + t) - dy * body(p), in band coordinates."""
+
+    def __init__(self, roll: float, dx: float, dy: float, pivot: tuple[float, float]) -> None:
+        th = math.radians(roll)
+        c, s = math.cos(th), math.sin(th)
+        px, py = pivot
+        self.m = np.array([[c - 1, s], [-s, c - 1]])
+        self.t = -(self.m @ [px, py]) - np.array([[c, s], [-s, c]]) @ [dx, dy]
+        self.dy = dy
+
+    def forward(self, pts: F64) -> F64:
+        """Where rest points of the head (band coordinates) appear in the frame."""
+        (a, b), (c, d) = np.eye(2) + self.m
+        det = a * d - b * c
+        x, y = pts[:, 0] - self.t[0], pts[:, 1] - self.t[1]
+        return np.stack([(d * x - b * y) / det, (a * y - c * x) / det], 1)
+
+    def backward(self, x: F64, y: F64) -> tuple[F64, F64]:
+        """Where frame points of the head sample the rest frame (band coordinates)."""
+        (m00, m01), (m10, m11) = self.m
+        return x + m00 * x + m01 * y + self.t[0], y + m10 * x + m11 * y + self.t[1]
+
+
+class FieldGroup:
+    """Fields inverted together by fixed-point iteration over one box of the band (shared, read-only)."""
+
+    def __init__(self, pack: AvatarPack, names: tuple[str, ...], top: int, margin: int) -> None:
+        fields = {n: pack.fields[n] for n in names if n in pack.fields}
+        # one pixel of zeros all round: sampling outside then stays on OpenCV's fast path (replicate)
+        self.x0 = min(f.x for f in fields.values()) - 1
+        self.y0 = min(f.y for f in fields.values()) - top - 1
+        self.x1 = max(f.x + f.data.shape[1] for f in fields.values()) + 1
+        self.y1 = max(f.y + f.data.shape[0] for f in fields.values()) - top + 1
+        shape = (self.y1 - self.y0, self.x1 - self.x0, 2)
+        self.stack: dict[str, F32] = {}
+        self.reach: dict[str, float] = {}
+        for n, f in fields.items():
+            full = np.zeros(shape, np.float32)
+            fy, fx = f.y - top - self.y0, f.x - self.x0
+            full[fy : fy + f.data.shape[0], fx : fx + f.data.shape[1]] = f.data
+            self.stack[n] = full
+            self.reach[n] = float(np.abs(full).max())
+        self.shape = shape
+        # the most the maps may change around the box: mixed fields and the head's own motion
+        r = int(1.5 * max(self.reach.values()) + margin) + 2
+        self.limit = (self.x0 - r, self.y0 - r, self.x1 + r, self.y1 + r)
+
+    def solve(
+        self,
+        weights: dict[str, float],
+        maps: tuple[F32, F32],
+        rigid: Rigid,
+        acc: F32,
+        sharp: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        """Replace the maps over the box by the inverse of the weighted forward fields."""
+        # the fields are smooth except across the lips' seam, so the box is solved on a coarse grid
+        # and only the `sharp` box (the parted lips, band coordinates) at full resolution
+        active = [(n, w) for n, w in weights.items() if n in self.stack and abs(w) > 1e-4]
+        if not active:
+            return
+        acc[:] = 0.0
+        reach = 2.0
+        for n, w in active:
+            cv2.scaleAdd(self.stack[n], w, acc, dst=acc)
+            reach += abs(w) * self.reach[n]
+        mapx, mapy = maps
+        box = np.array([[self.x0, self.y0], [self.x1, self.y0], [self.x0, self.y1], [self.x1, self.y1]])
+        corners = rigid.forward(box)
+        k = COARSE
+        x0, y0 = np.floor(corners.min(0) - reach).astype(int) // k * k
+        x1, y1 = np.ceil(corners.max(0) + reach).astype(int) // k * k
+        lx0, ly0, lx1, ly1 = self.limit
+        x0, y0 = max(x0, lx0 + (-lx0) % k, 0), max(y0, ly0 + (-ly0) % k, 0)
+        x1, y1 = min(x1, lx1 // k * k, mapx.shape[1] // k * k), min(y1, ly1 // k * k, mapx.shape[0] // k * k)
+        if x1 - x0 < 2 * k or y1 - y0 < 2 * k:
+            return
+        size, small = (x1 - x0, y1 - y0), ((x1 - x0) // k, (y1 - y0) // k)
+        mx, my = mapx[y0:y1, x0:x1], mapy[y0:y1, x0:x1]
+        q = cv2.merge(
+            [
+                cv2.resize(mx, small, interpolation=cv2.INTER_AREA) - np.float32(self.x0),
+                cv2.resize(my, small, interpolation=cv2.INTER_AREA) - np.float32(self.y0),
+            ]
+        )
+        dx, dy = cv2.split(cv2.subtract(_iterate(acc, np.asarray(q, np.float32)), q))
+        sharp_box = None
+        if sharp is not None:
+            sx0, sy0, sx1, sy1 = max(sharp[0], x0), max(sharp[1], y0), min(sharp[2], x1), min(sharp[3], y1)
+            if sx1 > sx0 and sy1 > sy0:
+                qs = cv2.merge(
+                    [mapx[sy0:sy1, sx0:sx1] - np.float32(self.x0), mapy[sy0:sy1, sx0:sx1] - np.float32(self.y0)]
+                )
+                sharp_box = (sx0, sy0, sx1, sy1, _iterate(acc, np.asarray(qs, np.float32)))
+        cv2.add(mx, cv2.resize(dx, size, interpolation=cv2.INTER_LINEAR), dst=mx)
+        cv2.add(my, cv2.resize(dy, size, interpolation=cv2.INTER_LINEAR), dst=my)
+        if sharp_box is not None:
+            sx0, sy0, sx1, sy1, sol = sharp_box
+            fx, fy = cv2.split(sol)
+            mapx[sy0:sy1, sx0:sx1] = fx + np.float32(self.x0)
+            mapy[sy0:sy1, sx0:sx1] = fy + np.float32(self.y0)
+
+
+def _iterate(acc: F32, q: F32) -> F32:
+    """Fixed point s = q - F(s): the source point that the forward fields move onto q."""
+    s = q
+    for _ in range(ITERATIONS):
+        f = cv2.remap(acc, s, _NO_MAP, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        s = np.asarray(cv2.subtract(q, f), np.float32)
+    return s
