@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from liveavatar.render.audio_mouth import AudioMouth
 from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
 from liveavatar.render.motion import Motion
-from liveavatar.render.phoneme_mouth import LipSyncParams, MouthTimeline
 from liveavatar.render.renderer import Renderer
 from liveavatar.session.speaker import Speaker
 

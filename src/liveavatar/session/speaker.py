@@ -6,7 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.media import AUDIO_RATE
-from liveavatar.render.lipsync import AudioMouth, LipSyncParams, MouthTimeline
+from liveavatar.render.audio_mouth import AudioMouth
+from liveavatar.render.phoneme_mouth import LipSyncParams, MouthTimeline
 from liveavatar.session.playback import Playback
 from liveavatar.speech.base import SpeechChunk
 
