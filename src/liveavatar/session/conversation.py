@@ -108,17 +108,26 @@ class Conversation:
                 f"the avatar already owes {MAX_QUEUED_REPLIES} replies; wait for them or interrupt"
             ) from None
 
-    async def interrupt(self) -> float | None:
-        """Drop the owed replies and cut the current one; where its sound stopped (None when silent)."""
-        while not self._replies.empty():
-            self._replies.get_nowait()
+    def cut(self) -> float | None:
+        """Silence the current reply now, on receipt of an interrupt; where its sound stopped (None when silent)."""
         turn = self._turn
         if turn is None or turn.stopped_at is not None:
             return None
         at = self._clock.now()
-        stopped = await turn.interrupt()
+        stopped = turn.cut()
         # Microseconds: both are session seconds, and float noise must not reorder them in the record.
         self.interrupts.append({"at": round(at, 6), "silent_from": round(stopped, 6)})
+        return stopped
+
+    async def interrupt(self) -> float | None:
+        """Drop the owed replies and end the current one; where its sound stopped (None when it was silent)."""
+        while not self._replies.empty():
+            self._replies.get_nowait()
+        turn = self._turn
+        if turn is None:
+            return None
+        stopped = self.cut()
+        await turn.interrupt()
         return stopped
 
     async def run(self) -> None:

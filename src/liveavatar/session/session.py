@@ -17,7 +17,7 @@ from liveavatar.protocol import (
     ChatAssembler,
     ChatChunk,
     ChatStream,
-    Event,
+    Inbound,
     Interrupt,
     Message,
     OutboundPacer,
@@ -103,7 +103,7 @@ class Session:
         self._end = end
         self._peer: Peer | None = None
         self._assembler = ChatAssembler()
-        self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(INBOX)
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(INBOX)
         self._inbox_overflowed = False
         self._backgrounds: set[asyncio.Task[None]] = set()
         self._grace_task: asyncio.Task[None] | None = None
@@ -218,9 +218,18 @@ class Session:
         self._pacer.push_control(encode(message))
 
     def _on_message(self, raw: str | bytes) -> None:
-        # Messages are handled in arrival order by one task, so an interrupt never overtakes an earlier chat.
         try:
-            self._inbox.put_nowait(raw)
+            message = parse(raw)
+        except ProtocolError as exc:
+            self.send_control(exc.as_ack() or error_event(exc.code, exc.msg))
+            return
+        if message is None:
+            return  # not v2: ignored, as the protocol says
+        if isinstance(message, Interrupt):
+            self.conversation.cut()  # the sound stops from the next frame, even behind a backlog
+        # Otherwise messages are handled in arrival order by one task: an interrupt never overtakes a chat.
+        try:
+            self._inbox.put_nowait(message)
         except asyncio.QueueFull:
             if not self._inbox_overflowed:
                 self._inbox_overflowed = True
@@ -228,17 +237,15 @@ class Session:
 
     async def _handle_inbox(self) -> None:
         while True:
-            raw = await self._inbox.get()
+            message = await self._inbox.get()
             if self._inbox.empty():
                 self._inbox_overflowed = False
             try:
-                message = parse(raw)
-                if message is not None:  # None: not v2, ignored as the protocol says
-                    await self._dispatch(message)
+                await self._dispatch(message)
             except ProtocolError as exc:
                 self.send_control(exc.as_ack() or error_event(exc.code, exc.msg))
 
-    async def _dispatch(self, message: ChatChunk | Interrupt | SetParams | SetAction | Event) -> None:
+    async def _dispatch(self, message: Inbound) -> None:
         if isinstance(message, ChatChunk):
             text = self._assembler.add(message)
             if text is not None and text.strip():

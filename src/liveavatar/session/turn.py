@@ -118,14 +118,19 @@ class Turn:
             await self.interrupt()
             raise
 
-    async def interrupt(self) -> float:
-        """Cut the sound now, end the turn and return the session time where the sound stopped."""
+    def cut(self) -> float:
+        """Silence the reply from the next 20 ms frame (idempotent); the session time where the sound stopped."""
         if self.stopped_at is None:
             self.stopped_at = self.speaker.silence()
+        return self.stopped_at
+
+    async def interrupt(self) -> float:
+        """Cut the sound now, end the turn and return the session time where the sound stopped."""
+        stopped = self.cut()
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])
-        return self.stopped_at
+        return stopped
 
     def heard(self) -> str:
         """What the user actually heard of this reply."""
