@@ -20,7 +20,6 @@ from scipy.signal import resample_poly
 
 from conftest import same_words
 from liveavatar.errors import ParamError
-from liveavatar.session.settings import TurnSettings
 from liveavatar.speech.espeak import espeak_library
 from liveavatar.speech.piper import PiperTTS
 from liveavatar.speech.resample import Resampler
@@ -38,6 +37,7 @@ from liveavatar.speech.turns import (
     SpeechStopped,
     TurnDetector,
     TurnEvent,
+    TurnSettings,
     classify_completeness,
 )
 from liveavatar.speech.vad import FRAME_SAMPLES, FRAME_SECONDS, SileroVAD
@@ -155,6 +155,9 @@ class ScriptedVAD:
 
     def stream(self) -> ScriptedStream:
         return ScriptedStream()
+
+    def load(self) -> None:
+        pass  # nothing to load
 
 
 class ScriptedStream:

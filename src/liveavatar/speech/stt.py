@@ -62,6 +62,10 @@ class STT(Protocol):
         """Transcribe 16 kHz mono float audio; `language` as in `stt_language` (None: English)."""
         ...
 
+    def load(self) -> None:
+        """Load the default (English) model now (blocking), so the first utterance does not wait for it."""
+        ...
+
 
 def whisper_languages() -> frozenset[str]:
     """The language codes Whisper knows."""
@@ -190,6 +194,10 @@ class WhisperSTT:
         self._locks = {True: threading.Lock(), False: threading.Lock()}
         # Its own threads: Whisper must not queue up in the default pool, where aiortc encodes media.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="whisper")
+
+    def load(self) -> None:
+        """Load the English model now (blocking, ~0.5-2 s the first time)."""
+        self.model_for(None)
 
     def model_for(self, language: str | None) -> Any:
         """The model for a (normalised) language, loading it if needed (blocking; use at startup to warm up)."""

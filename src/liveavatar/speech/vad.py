@@ -40,6 +40,10 @@ class VAD(Protocol):
         """A fresh per-stream state on the shared model."""
         ...
 
+    def load(self) -> None:
+        """Load the model now (blocking), so the first stream does not wait for it."""
+        ...
+
 
 def silero_model_path() -> Path:
     """Path of the Silero VAD v6 ONNX file inside the installed faster-whisper package."""
