@@ -182,49 +182,6 @@ async def feed_in_chunks(detector: TurnDetector, audio: Float, chunk: int = 320)
     return events
 
 
-# --- resampler --------------------------------------------------------------------------------------------
-
-
-def test_resampler_matches_a_polyphase_reference_whatever_the_framing() -> None:
-    rng = np.random.default_rng(1)
-    for rate in (48000, 44100, 22050, 8000):
-        t = np.arange(2 * rate) / rate
-        tone = (9000 * np.sin(2 * np.pi * 440 * t) + 3000 * np.sin(2 * np.pi * 2500 * t)).astype(np.int16)
-        whole = Resampler()
-        once = np.concatenate((whole.process(tone, rate), whole.flush()))
-        framed = Resampler()
-        parts, start = [], 0
-        while start < len(tone):
-            size = int(rng.integers(1, 1500))
-            parts.append(framed.process(tone[start : start + size], rate))
-            start += size
-        pieces = np.concatenate([*parts, framed.flush()])
-        reference = resample_poly(tone / 32768, 16000, rate)
-        assert once.dtype == np.float32 and len(once) == len(reference) == 32000
-        assert np.array_equal(once, pieces), "state carries across frames exactly"
-        assert np.abs(once - reference).max() < 1e-4
-        assert whole.emitted == framed.emitted == 32000
-
-
-def test_resampler_mixes_stereo_and_removes_what_16k_cannot_hold() -> None:
-    t = np.arange(MIC_RATE) / MIC_RATE
-    left = (8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
-    right = (8000 * np.sin(2 * np.pi * 12000 * t)).astype(np.int16)  # above 8 kHz: must not alias into speech
-    packed = np.stack((left, right), axis=1).reshape(1, -1)
-    resampler = Resampler()
-    out = np.concatenate([resampler.process(packed[:, i : i + 1920], MIC_RATE, 2) for i in range(0, 96000, 1920)])
-    spectrum = np.abs(np.fft.rfft(out[1000:-1000]))
-    freqs = np.fft.rfftfreq(len(out) - 2000, 1 / 16000)
-    assert abs(freqs[spectrum.argmax()] - 1000) < 5
-    assert np.sqrt(np.mean(out[1000:-1000] ** 2)) == pytest.approx(0.5 * 8000 / 32768 / np.sqrt(2), rel=0.02)
-    alias = spectrum[np.abs(freqs - 4000) < 50].max()  # 12 kHz folds to 4 kHz at 16 kHz
-    assert alias < spectrum.max() / 300
-    planar = Resampler().process(np.stack((left, right))[:, :1920], MIC_RATE, 2)
-    assert np.allclose(planar, Resampler().process(packed[:, :3840], MIC_RATE, 2))
-    with pytest.raises(ParamError):
-        Resampler().process(np.zeros(3, dtype=np.int16), MIC_RATE, 2)
-
-
 # --- VAD --------------------------------------------------------------------------------------------------
 
 
