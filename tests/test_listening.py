@@ -21,7 +21,7 @@ from scipy.signal import resample_poly
 from conftest import same_words
 from liveavatar.errors import ParamError
 from liveavatar.speech.espeak import espeak_library
-from liveavatar.speech.piper import PiperTTS
+from liveavatar.speech.piper import PiperEngine
 from liveavatar.speech.resample import Resampler
 from liveavatar.speech.stt import (
     Transcript,
@@ -41,6 +41,7 @@ from liveavatar.speech.turns import (
     classify_completeness,
 )
 from liveavatar.speech.vad import FRAME_SAMPLES, FRAME_SECONDS, SileroVAD
+from liveavatar.speech.voices import PIPER_JOE
 
 Float = npt.NDArray[np.float32]
 TTS_RATE = 22050
@@ -53,16 +54,16 @@ TIMING_SLACK = 0.15  # Silero needs 1-3 frames to rise or fall, plus a frame of 
 
 
 @functools.cache
-def _piper() -> PiperTTS:
-    tts = PiperTTS()
-    tts.load()
-    return tts
+def _piper() -> PiperEngine:
+    engine = PiperEngine()
+    engine.load()
+    return engine
 
 
 @functools.cache
 def phrase(text: str) -> npt.NDArray[np.int16]:
     """Piper speech for `text` at 22.05 kHz, its leading and trailing silence cut (so gaps are exact)."""
-    chunk = _piper().synthesize_sentence(text)
+    chunk = _piper().speak(text, PIPER_JOE, 1.0)
     assert chunk is not None and chunk.sample_rate == TTS_RATE
     return _trim(chunk.audio)
 
