@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.errors import ProcessingError
+from liveavatar.loading import load_once
 from liveavatar.speech.base import SILENCE, WORD_GAP, SpeechChunk, Voice, merge_silences, timings_from_segments
 
 log = logging.getLogger(__name__)
@@ -42,11 +41,10 @@ class PiperModel(Protocol):
 LEADING_SILENCE_MS = 5
 """Silence kept before a sentence's first sound."""
 
-_load_lock = threading.Lock()
 
-
-@functools.cache
-def _load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
+@load_once
+def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
+    """Load a Piper voice with alignment output, once per process and path (~2 s the first time)."""
     try:
         from piper import PiperVoice
     except ImportError as exc:
@@ -56,12 +54,6 @@ def _load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
     return voice
-
-
-def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
-    """Load a Piper voice with alignment output, once per process and path (~2 s the first time)."""
-    with _load_lock:
-        return _load_piper_model(model_path, config_path)
 
 
 def packaged_joe_paths() -> tuple[Path, Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.metadata
 import logging
 import os
@@ -19,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.errors import ParamError, ProcessingError
+from liveavatar.loading import load_once
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,9 @@ def _model_piece(files: list[Path], name: str) -> Path:
     return found[0]
 
 
-_load_lock = threading.Lock()
-
-
-@functools.cache
-def _load_whisper(path: Path, cpu_threads: int) -> Any:
+@load_once
+def load_whisper(path: Path, cpu_threads: int) -> Any:
+    """A Whisper model folder loaded once per process (blocking: ~0.5-2 s the first time)."""
     try:
         from faster_whisper import WhisperModel
     except ImportError as exc:
@@ -164,12 +162,6 @@ def _load_whisper(path: Path, cpu_threads: int) -> Any:
         )
     except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError for missing or bad files
         raise ProcessingError(f"cannot load the Whisper model in {path}: {exc}") from exc
-
-
-def load_whisper(path: Path, cpu_threads: int = 2) -> Any:
-    """A Whisper model folder loaded once per process (blocking: ~0.5-2 s the first time)."""
-    with _load_lock:
-        return _load_whisper(path, cpu_threads)
 
 
 class WhisperSTT:
