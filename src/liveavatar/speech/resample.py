@@ -131,14 +131,16 @@ class Resampler:
         start = self._next_output
         out: FloatAudio
         if stop > start:
-            position = np.arange(start, stop, dtype=np.int64) * down + delay
+            count = stop - start
+            # Output n + up reads `down` inputs after output n with the same phase: the first `up` say it all.
+            position = np.arange(start, start + min(up, count), dtype=np.int64) * down + delay
             newest = position // up - self._first_index
             if up == 1:  # plain decimation (48 -> 16 kHz): one fast convolution, then every `down`-th sample
-                lo, hi = int(newest[0]), int(newest[-1])
-                full = np.convolve(history[lo - width + 1 : hi + 1], phases[0], mode="valid")
-                out = full[newest - lo].astype(np.float32, copy=False)
+                lo = int(newest[0])
+                full = np.convolve(history[lo - width + 1 : lo + (count - 1) * down + 1], phases[0], mode="valid")
+                out = full[::down].astype(np.float32, copy=False)
             else:
-                out = _polyphase(history, newest, position % up, phases, up, down)
+                out = _polyphase(history, newest, position % up, count, phases, up, down)
             self._next_output = stop
         else:
             out = np.zeros(0, dtype=np.float32)
@@ -154,24 +156,24 @@ def _polyphase(
     history: FloatAudio,
     newest: npt.NDArray[np.int64],
     phase: npt.NDArray[np.int64],
+    count: int,
     phases: npt.NDArray[np.float32],
     up: int,
     down: int,
 ) -> FloatAudio:
-    """Outputs n = 0, 1, ...: phase row `phase[n]` dotted with the `width` inputs ending at `newest[n]`.
+    """`count` outputs; output r (r < up) is phase row `phase[r]` dotted with the inputs ending at `newest[r]`.
 
-    Every `up`-th output uses the same phase row and reads `down` inputs further on, so the outputs are
-    computed as `up` strided matrix-vector products (~1 ms per second of 22.05 -> 48 kHz speech) rather
-    than one gather of n * width samples (~40 ms).
+    Output r + j*up uses the same phase row, `j*down` inputs further on, so the outputs are computed as
+    `up` strided matrix-vector products (~1 ms per second of 22.05 -> 48 kHz speech) rather than one
+    gather of count * width samples (~40 ms).
     """
     width = phases.shape[1]
     windows = np.lib.stride_tricks.sliding_window_view(history, width)  # windows[i] = history[i : i + width]
     reversed_phases = phases[:, ::-1]  # windows run oldest first, phase rows newest first
-    out = np.empty(len(newest), dtype=np.float32)
-    for first in range(min(up, len(newest))):
-        count = len(range(first, len(newest), up))
+    out = np.empty(count, dtype=np.float32)
+    for first in range(min(up, count)):
         begin = int(newest[first]) - width + 1
-        rows = windows[begin : begin + (count - 1) * down + 1 : down]
+        rows = windows[begin : begin + (len(range(first, count, up)) - 1) * down + 1 : down]
         out[first::up] = np.einsum("nk,k->n", rows, reversed_phases[phase[first]])
     return out
 
