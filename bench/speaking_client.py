@@ -336,17 +336,18 @@ class SpeakingWorker:
 
 def tts_probe(sentences: list[str]) -> Reply:
     """Piper in this process: load time, then per sentence synthesis ms, audio ms and leading silence ms."""
-    from liveavatar.speech.piper import PiperTTS
+    from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.voices import PIPER_JOE
 
     started = time.perf_counter()
-    tts = PiperTTS()
+    tts = PiperEngine()
     tts.load()
     load_s = time.perf_counter() - started
-    tts.synthesize_sentence(sentences[0])  # first run pays onnxruntime's set-up
+    tts.speak(sentences[0], PIPER_JOE, 1.0)  # first run pays onnxruntime's set-up
     out: Reply = {"load_s": load_s, "synth_ms": [], "audio_ms": [], "leading_silence_ms": []}
     for sentence in sentences:
         started = time.perf_counter()
-        chunk = tts.synthesize_sentence(sentence)
+        chunk = tts.speak(sentence, PIPER_JOE, 1.0)
         out["synth_ms"].append((time.perf_counter() - started) * 1000)
         if chunk is None:
             continue

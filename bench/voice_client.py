@@ -34,10 +34,10 @@ import numpy.typing as npt
 
 from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
 from liveavatar.client.connection import Message
-from liveavatar.client.media import resample
 from liveavatar.client.rest import unwrap
 from liveavatar.media import AUDIO_RATE as RATE
 from liveavatar.media import AUDIO_SAMPLES as FRAME
+from liveavatar.speech.resample import resample
 from speaking_client import THRESHOLD, Listener, event_name, is_bot_chat
 from transport_client import AVATAR, FIRST_FRAME_TIMEOUT, LOOPBACK, SESSION_SECONDS, Stream, ms_since, serve
 
@@ -65,7 +65,7 @@ class Speech:
     @classmethod
     def of(cls, text: str, audio: npt.NDArray[np.int16], rate: int) -> Speech:
         """`audio` at `rate` as the microphone track will send it (resampled the way the track does)."""
-        samples = resample(audio, rate)
+        samples = resample(audio, rate, RATE)
         loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > THRESHOLD)
         if not len(loud):
             raise ValueError(f"no voice in the speech made for {text!r}")

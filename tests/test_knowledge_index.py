@@ -177,6 +177,20 @@ def test_cache_loads_each_version_once(chunks: list[Chunk], tmp_path: Path) -> N
     assert cache.get("missing") is None
 
 
+def test_cache_without_embeddings_searches_bm25_only(chunks: list[Chunk], tmp_path: Path) -> None:
+    """Settings.knowledge_embeddings off: an index built with embeddings is searched without the model."""
+    base = tmp_path / "kb1"
+    KnowledgeIndex.build(chunks[:20], embedder=_embedder()).save(base / "v-1")
+    (base / CURRENT).write_text("v-1")
+    hybrid, lexical = IndexCache(tmp_path).get("kb1"), IndexCache(tmp_path, embeddings=False).get("kb1")
+    assert hybrid is not None and hybrid.embedding_model == _embedder().name
+    assert lexical is not None and lexical.embedding_model is None
+    question = next(iter(QUESTIONS))
+    bm25 = KnowledgeIndex.build(chunks[:20], embedder=None)
+    found = lexical.search(question)
+    assert found and [p.text for p in found] == [p.text for p in bm25.search(question)]
+
+
 def test_synthetic_200_page_corpus_timings() -> None:
     """Index and query a ~200-page corpus (prints the times; asserts only on the results)."""
     rng = random.Random(1)

@@ -20,9 +20,8 @@ from scipy.signal import resample_poly
 
 from conftest import same_words
 from liveavatar.errors import ParamError
-from liveavatar.session.settings import TurnSettings
 from liveavatar.speech.espeak import espeak_library
-from liveavatar.speech.piper import PiperTTS
+from liveavatar.speech.piper import PiperEngine
 from liveavatar.speech.resample import Resampler
 from liveavatar.speech.stt import (
     Transcript,
@@ -38,9 +37,11 @@ from liveavatar.speech.turns import (
     SpeechStopped,
     TurnDetector,
     TurnEvent,
+    TurnSettings,
     classify_completeness,
 )
 from liveavatar.speech.vad import FRAME_SAMPLES, FRAME_SECONDS, SileroVAD
+from liveavatar.speech.voices import PIPER_JOE
 
 Float = npt.NDArray[np.float32]
 TTS_RATE = 22050
@@ -53,16 +54,16 @@ TIMING_SLACK = 0.15  # Silero needs 1-3 frames to rise or fall, plus a frame of 
 
 
 @functools.cache
-def _piper() -> PiperTTS:
-    tts = PiperTTS()
-    tts.load()
-    return tts
+def _piper() -> PiperEngine:
+    engine = PiperEngine()
+    engine.load()
+    return engine
 
 
 @functools.cache
 def phrase(text: str) -> npt.NDArray[np.int16]:
     """Piper speech for `text` at 22.05 kHz, its leading and trailing silence cut (so gaps are exact)."""
-    chunk = _piper().synthesize_sentence(text)
+    chunk = _piper().speak(text, PIPER_JOE, 1.0)
     assert chunk is not None and chunk.sample_rate == TTS_RATE
     return _trim(chunk.audio)
 
@@ -156,6 +157,9 @@ class ScriptedVAD:
     def stream(self) -> ScriptedStream:
         return ScriptedStream()
 
+    def load(self) -> None:
+        pass  # nothing to load
+
 
 class ScriptedStream:
     def process(self, frame: Float) -> float:
@@ -177,49 +181,6 @@ async def feed_in_chunks(detector: TurnDetector, audio: Float, chunk: int = 320)
     for start in range(0, len(audio), chunk):
         events += await detector.feed(audio[start : start + chunk], start / 16000)
     return events
-
-
-# --- resampler --------------------------------------------------------------------------------------------
-
-
-def test_resampler_matches_a_polyphase_reference_whatever_the_framing() -> None:
-    rng = np.random.default_rng(1)
-    for rate in (48000, 44100, 22050, 8000):
-        t = np.arange(2 * rate) / rate
-        tone = (9000 * np.sin(2 * np.pi * 440 * t) + 3000 * np.sin(2 * np.pi * 2500 * t)).astype(np.int16)
-        whole = Resampler()
-        once = np.concatenate((whole.process(tone, rate), whole.flush()))
-        framed = Resampler()
-        parts, start = [], 0
-        while start < len(tone):
-            size = int(rng.integers(1, 1500))
-            parts.append(framed.process(tone[start : start + size], rate))
-            start += size
-        pieces = np.concatenate([*parts, framed.flush()])
-        reference = resample_poly(tone / 32768, 16000, rate)
-        assert once.dtype == np.float32 and len(once) == len(reference) == 32000
-        assert np.array_equal(once, pieces), "state carries across frames exactly"
-        assert np.abs(once - reference).max() < 1e-4
-        assert whole.emitted == framed.emitted == 32000
-
-
-def test_resampler_mixes_stereo_and_removes_what_16k_cannot_hold() -> None:
-    t = np.arange(MIC_RATE) / MIC_RATE
-    left = (8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
-    right = (8000 * np.sin(2 * np.pi * 12000 * t)).astype(np.int16)  # above 8 kHz: must not alias into speech
-    packed = np.stack((left, right), axis=1).reshape(1, -1)
-    resampler = Resampler()
-    out = np.concatenate([resampler.process(packed[:, i : i + 1920], MIC_RATE, 2) for i in range(0, 96000, 1920)])
-    spectrum = np.abs(np.fft.rfft(out[1000:-1000]))
-    freqs = np.fft.rfftfreq(len(out) - 2000, 1 / 16000)
-    assert abs(freqs[spectrum.argmax()] - 1000) < 5
-    assert np.sqrt(np.mean(out[1000:-1000] ** 2)) == pytest.approx(0.5 * 8000 / 32768 / np.sqrt(2), rel=0.02)
-    alias = spectrum[np.abs(freqs - 4000) < 50].max()  # 12 kHz folds to 4 kHz at 16 kHz
-    assert alias < spectrum.max() / 300
-    planar = Resampler().process(np.stack((left, right))[:, :1920], MIC_RATE, 2)
-    assert np.allclose(planar, Resampler().process(packed[:, :3840], MIC_RATE, 2))
-    with pytest.raises(ParamError):
-        Resampler().process(np.zeros(3, dtype=np.int16), MIC_RATE, 2)
 
 
 # --- VAD --------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 
 from liveavatar.errors import ParamError, ProcessingError
 from liveavatar.speech.base import SILENCE, SpeechChunk, Voice
-from liveavatar.speech.espeak import EspeakLibrary, EspeakTTS, espeak_library, segments_from_events
+from liveavatar.speech.espeak import EspeakEngine, EspeakLibrary, espeak_library, segments_from_events
+from liveavatar.speech.sentences import SentenceTTS
 
 
 def _voice(identifier: str, language: str) -> Voice:
@@ -22,11 +23,11 @@ FRENCH = _voice("roa/fr", "fr-FR")
 
 
 @pytest.fixture(scope="module")
-def tts() -> EspeakTTS:
-    return EspeakTTS()
+def tts() -> SentenceTTS:
+    return SentenceTTS(EspeakEngine())
 
 
-async def _collect(tts: EspeakTTS, text: str, voice: Voice, **kwargs: Any) -> list[SpeechChunk]:
+async def _collect(tts: SentenceTTS, text: str, voice: Voice, **kwargs: Any) -> list[SpeechChunk]:
     return [chunk async for chunk in tts.synthesize(text, voice, **kwargs)]
 
 
@@ -47,7 +48,7 @@ def _spoken(chunk: SpeechChunk) -> str:
     return "".join(p.phoneme for p in chunk.phonemes if p.phoneme != SILENCE)
 
 
-async def test_german_audio_with_ipa_timings(tts: EspeakTTS) -> None:
+async def test_german_audio_with_ipa_timings(tts: SentenceTTS) -> None:
     chunks = await _collect(tts, "Guten Tag, wie geht es Ihnen? Mir geht es gut.", GERMAN)
     assert [c.text for c in chunks] == ["Guten Tag, wie geht es Ihnen?", "Mir geht es gut."]
     for chunk in chunks:
@@ -56,7 +57,7 @@ async def test_german_audio_with_ipa_timings(tts: EspeakTTS) -> None:
     assert "uː" in [p.phoneme for p in chunks[1].phonemes]
 
 
-async def test_french_audio_with_ipa_timings(tts: EspeakTTS) -> None:
+async def test_french_audio_with_ipa_timings(tts: SentenceTTS) -> None:
     [chunk] = await _collect(tts, "Bonjour, comment allez-vous aujourd'hui?", FRENCH)
     _check_chunk(chunk)
     phonemes = [p.phoneme for p in chunk.phonemes]
@@ -64,13 +65,13 @@ async def test_french_audio_with_ipa_timings(tts: EspeakTTS) -> None:
     assert any("\u0303" in p for p in phonemes)  # a nasal vowel keeps its tilde
 
 
-async def test_speed_changes_the_rate(tts: EspeakTTS) -> None:
+async def test_speed_changes_the_rate(tts: SentenceTTS) -> None:
     [slow] = await _collect(tts, "Das ist ein ganz normaler Satz.", GERMAN, speed=0.8)
     [fast] = await _collect(tts, "Das ist ein ganz normaler Satz.", GERMAN, speed=1.2)
     assert fast.duration < slow.duration * 0.85
 
 
-async def test_pron_map_applies(tts: EspeakTTS) -> None:
+async def test_pron_map_applies(tts: SentenceTTS) -> None:
     [plain] = await _collect(tts, "Ich mag XYZ.", GERMAN)
     [mapped] = await _collect(tts, "Ich mag XYZ.", GERMAN, pron_map={"xyz": "Apfel"})
     [direct] = await _collect(tts, "Ich mag Apfel.", GERMAN)
@@ -78,7 +79,7 @@ async def test_pron_map_applies(tts: EspeakTTS) -> None:
     assert _spoken(mapped) == _spoken(direct) != _spoken(plain)
 
 
-async def test_unknown_voice_and_foreign_engine_are_param_errors(tts: EspeakTTS) -> None:
+async def test_unknown_voice_and_foreign_engine_are_param_errors(tts: SentenceTTS) -> None:
     with pytest.raises(ParamError):
         await _collect(tts, "Hallo.", _voice("nowhere/xx", "xx"))
     piper_voice = Voice("piper-en-us-joe", "Joe", "en", "en-US", "male", "piper", "English")
@@ -100,7 +101,7 @@ def test_segments_from_events_cover_the_audio() -> None:
     assert segments[3] == ("t", round(300 * 22.05) - round(182 * 22.05))  # the stress mark joined "t"
 
 
-async def test_measure_real_time_factor(tts: EspeakTTS) -> None:
+async def test_measure_real_time_factor(tts: SentenceTTS) -> None:
     text = "Guten Tag. Ich bin ein Avatar, und ich spreche mit einer Stimme, die auf diesem Rechner läuft. " * 3
     start = time.perf_counter()
     audio_s = sum(chunk.duration for chunk in await _collect(tts, text, GERMAN))

@@ -18,18 +18,25 @@ import pytest
 from conftest import same_words
 from liveavatar.errors import ParamError
 from liveavatar.speech.base import SILENCE, WORD_GAP, SpeechChunk, Voice
-from liveavatar.speech.piper import PiperModel, PiperTTS, merge_alignments
+from liveavatar.speech.piper import PiperEngine, PiperModel, merge_alignments
+from liveavatar.speech.sentences import SentenceTTS
 from liveavatar.speech.voices import PIPER_JOE
 
 
 @pytest.fixture(scope="module")
-def tts() -> PiperTTS:
-    backend = PiperTTS()
+def tts() -> SentenceTTS:
+    backend = SentenceTTS(PiperEngine())
     backend.load()
     return backend
 
 
-async def _collect(tts: PiperTTS, text: str, **kwargs: Any) -> list[SpeechChunk]:
+def _logging(tts: SentenceTTS, log: list[str]) -> SentenceTTS:
+    """A second backend on the same model, logging when each sentence's synthesis starts and ends."""
+    assert isinstance(tts.engine, PiperEngine)
+    return SentenceTTS(PiperEngine(_LoggingModel(tts.engine.model(), log)))
+
+
+async def _collect(tts: SentenceTTS, text: str, **kwargs: Any) -> list[SpeechChunk]:
     return [chunk async for chunk in tts.synthesize(text, PIPER_JOE, **kwargs)]
 
 
@@ -52,7 +59,7 @@ def _spoken(chunk: SpeechChunk) -> list[str]:
     return [p.phoneme for p in chunk.phonemes if p.phoneme not in (SILENCE, WORD_GAP)]
 
 
-async def test_synthesizes_a_sentence_with_timings_covering_the_audio(tts: PiperTTS) -> None:
+async def test_synthesizes_a_sentence_with_timings_covering_the_audio(tts: SentenceTTS) -> None:
     [chunk] = await _collect(tts, "The quick brown fox jumps over the lazy dog.")
     assert chunk.text == "The quick brown fox jumps over the lazy dog."
     assert chunk.sample_rate == 22050
@@ -64,7 +71,7 @@ async def test_synthesizes_a_sentence_with_timings_covering_the_audio(tts: Piper
     assert any("ː" in p for p in _spoken(chunk)) or any(len(p) == 1 for p in _spoken(chunk))
 
 
-async def test_faster_speed_gives_shorter_audio(tts: PiperTTS) -> None:
+async def test_faster_speed_gives_shorter_audio(tts: SentenceTTS) -> None:
     text = "Speaking faster makes the sentence shorter than speaking slowly."
     [slow] = await _collect(tts, text, speed=0.8)
     [fast] = await _collect(tts, text, speed=1.2)
@@ -73,7 +80,7 @@ async def test_faster_speed_gives_shorter_audio(tts: PiperTTS) -> None:
     _check_timings(fast)
 
 
-async def test_speed_out_of_range_and_foreign_voice_are_param_errors(tts: PiperTTS) -> None:
+async def test_speed_out_of_range_and_foreign_voice_are_param_errors(tts: SentenceTTS) -> None:
     with pytest.raises(ParamError):
         await _collect(tts, "Hi.", speed=2.0)
     espeak_voice = Voice("espeak-de", "German", "de", "de", "male", "espeak", "German", "gmw/de")
@@ -81,7 +88,7 @@ async def test_speed_out_of_range_and_foreign_voice_are_param_errors(tts: PiperT
         [c async for c in tts.synthesize("Hallo.", espeak_voice)]
 
 
-async def test_pron_map_changes_the_spoken_phonemes(tts: PiperTTS) -> None:
+async def test_pron_map_changes_the_spoken_phonemes(tts: SentenceTTS) -> None:
     [plain] = await _collect(tts, "We use SQL daily.")
     [mapped] = await _collect(tts, "We use SQL daily.", pron_map={"sql": "sequel"})
     [direct] = await _collect(tts, "We use sequel daily.")
@@ -111,9 +118,9 @@ class _LoggingModel:
         return pieces
 
 
-async def test_chunks_stream_sentence_by_sentence(tts: PiperTTS) -> None:
+async def test_chunks_stream_sentence_by_sentence(tts: SentenceTTS) -> None:
     log: list[str] = []
-    streaming = PiperTTS(_LoggingModel(tts.load(), log))
+    streaming = _logging(tts, log)
     sentences = ["First sentence here.", "Second one follows.", "Third comes next.", "And the fourth."]
     texts: list[str] = []
     async for chunk in streaming.synthesize(" ".join(sentences), PIPER_JOE):
@@ -127,20 +134,20 @@ async def test_chunks_stream_sentence_by_sentence(tts: PiperTTS) -> None:
     assert log.index("got First sentence here.") < log.index("start Third comes next.")
 
 
-async def test_closing_the_stream_early_stops_synthesis(tts: PiperTTS) -> None:
+async def test_closing_the_stream_early_stops_synthesis(tts: SentenceTTS) -> None:
     log: list[str] = []
-    streaming = PiperTTS(_LoggingModel(tts.load(), log))
+    streaming = _logging(tts, log)
     stream = streaming.synthesize("One. Two. Three. Four. Five.", PIPER_JOE)
     first = await anext(stream)
     await stream.aclose()  # type: ignore[attr-defined]
     # Syntheses queue on one lock: a sentence queued eagerly behind "Two." would have started by now.
-    await asyncio.to_thread(streaming.synthesize_sentence, "Six.")
+    await asyncio.to_thread(streaming.synthesize_sentence, "Six.", PIPER_JOE)
     assert first.text == "One."
     assert "end Six." in log
     assert "start Three." not in log
 
 
-async def test_concurrent_sessions_share_the_model(tts: PiperTTS) -> None:
+async def test_concurrent_sessions_share_the_model(tts: SentenceTTS) -> None:
     results = await asyncio.gather(_collect(tts, "One voice for all. Shared."), _collect(tts, "Two at once."))
     assert [len(chunks) for chunks in results] == [2, 1]
 
@@ -180,7 +187,7 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
 
-async def test_whisper_understands_piper(tts: PiperTTS, whisper: Any) -> None:
+async def test_whisper_understands_piper(tts: SentenceTTS, whisper: Any) -> None:
     from faster_whisper.audio import decode_audio
 
     text = "The weather is nice today, and we are going to the park."
@@ -198,7 +205,7 @@ async def test_whisper_understands_piper(tts: PiperTTS, whisper: Any) -> None:
     assert same_words(_words(heard), _words(text)), heard
 
 
-async def test_measure_latency_and_real_time_factor(tts: PiperTTS) -> None:
+async def test_measure_latency_and_real_time_factor(tts: SentenceTTS) -> None:
     text = (
         "Welcome to the demo. I am a streaming avatar, and I speak with a voice that runs on this machine. "
         "Every sentence is synthesised while the one before it plays. Ask me anything you like."

@@ -9,11 +9,13 @@ import pytest
 
 from liveavatar.errors import NotFound, ParamError
 from liveavatar.speech.base import SILENCE, TTS, WORD_GAP, SpeechChunk
-from liveavatar.speech.espeak import EspeakTTS, EspeakVoiceInfo
+from liveavatar.speech.espeak import EspeakEngine, EspeakVoiceInfo
 from liveavatar.speech.fake import FAKE_VOICE, FakeTTS
-from liveavatar.speech.piper import PiperTTS
+from liveavatar.speech.piper import PiperEngine
+from liveavatar.speech.sentences import SentenceTTS
 from liveavatar.speech.voices import (
     PIPER_JOE,
+    TTS_FACTORIES,
     VoiceRegistry,
     default_registry,
     discover_voices,
@@ -123,13 +125,12 @@ def test_tts_for_creates_each_backend_once() -> None:
 
         return make
 
-    registry = VoiceRegistry(
-        discover_voices(), {"piper": counting("piper", PiperTTS), "espeak": counting("espeak", EspeakTTS)}
-    )
+    registry = VoiceRegistry(discover_voices(), {name: counting(name, make) for name, make in TTS_FACTORIES.items()})
     joe = registry.tts_for(PIPER_JOE)
-    assert isinstance(joe, PiperTTS)
+    assert isinstance(joe, SentenceTTS) and isinstance(joe.engine, PiperEngine)
     german = registry.default_voice("de")
-    assert isinstance(registry.tts_for(german), EspeakTTS)
+    espeak = registry.tts_for(german)
+    assert isinstance(espeak, SentenceTTS) and isinstance(espeak.engine, EspeakEngine)
     assert registry.tts_for(registry.default_voice("fr")) is registry.tts_for(german)
     assert registry.tts_for(PIPER_JOE) is joe
     assert made == ["piper", "espeak"]

@@ -15,11 +15,11 @@ from fastapi.staticfiles import StaticFiles
 from liveavatar import __version__
 from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
 from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
-from liveavatar.api.ratelimit import RateLimiter
 from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.llm import build_llm
+from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner, load_secret
 from liveavatar.services import Services

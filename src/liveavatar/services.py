@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from liveavatar.api.ratelimit import RateLimiter
 from liveavatar.config import Settings
 from liveavatar.knowledge.jobs import IngestionJobs
+from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner
 from liveavatar.session.dialogue import Brain

@@ -14,17 +14,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.media import AUDIO_RATE as RATE
 from liveavatar.media import AUDIO_SAMPLES as FRAME
+from liveavatar.speech.resample import Resampler, to_int16
 from liveavatar.transport.tracks import audio_frame
-
-
-def resample(samples: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
-    """Mono int16 samples at `rate` -> 48 kHz (linear interpolation: plenty for speech)."""
-    if rate == RATE or len(samples) == 0:
-        return samples.astype(np.int16, copy=False)
-    duration = len(samples) / rate
-    target = np.arange(int(duration * RATE)) / RATE
-    source = np.arange(len(samples)) / rate
-    return np.interp(target, source, samples.astype(np.float32)).astype(np.int16)
 
 
 def read_wav(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
@@ -41,12 +32,17 @@ def read_wav(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
 
 
 class MicrophoneTrack(MediaStreamTrack):
-    """An outbound audio track: plays what is `push()`ed (any rate), silence otherwise, in real time."""
+    """An outbound audio track: plays what is `push()`ed (any rate), silence otherwise, in real time.
+
+    Pushes follow on from each other through one streaming resampler (no seam between pushed frames); the
+    filter's last ~0.6 ms of input is sent when the pushed audio runs out.
+    """
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
+        self._resampler = Resampler(RATE)
         self._buffer = np.zeros(0, dtype=np.int16)
         self._index = 0
         self._start: float | None = None
@@ -56,7 +52,7 @@ class MicrophoneTrack(MediaStreamTrack):
 
     def push(self, samples: npt.NDArray[np.int16], rate: int = RATE) -> None:
         """Queue mono int16 samples to be sent after what is queued already."""
-        self._buffer = np.concatenate([self._buffer, resample(samples, rate)])
+        self._buffer = np.concatenate([self._buffer, to_int16(self._resampler.process(samples, rate))])
         if len(self._buffer):
             self.drained.clear()
 
@@ -74,6 +70,9 @@ class MicrophoneTrack(MediaStreamTrack):
         delay = self._start + self._index * FRAME / RATE - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if len(self._buffer) < FRAME:  # the pushed audio ends here: let the filter's held-back tail out
+            self._buffer = np.concatenate([self._buffer, to_int16(self._resampler.flush())])
+            self._resampler.reset()
         chunk, self._buffer = self._buffer[:FRAME], self._buffer[FRAME:]
         if len(chunk) < FRAME:
             chunk = np.concatenate([chunk, np.zeros(FRAME - len(chunk), dtype=np.int16)])

@@ -6,7 +6,6 @@ import asyncio
 import importlib.util
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -192,13 +191,11 @@ _embedder_tried = False
 
 
 def default_embedder() -> MiniLM | None:
-    """The process-wide MiniLM (loaded on first use), or None when its package is not installed or disabled."""
+    """The process-wide MiniLM (loaded on first use), or None when its package is not installed."""
     global _embedder, _embedder_tried
     with _embedder_lock:
         if not _embedder_tried:
             _embedder_tried = True
-            if os.environ.get("LIVEAVATAR_KNOWLEDGE_EMBEDDINGS", "1").lower() in ("0", "false", "no", "off"):
-                return None
             # find the package's model.zip without importing it (its __init__ prints to stdout)
             spec = importlib.util.find_spec("all_minilm_l6_v2")
             if spec is None or spec.origin is None:
@@ -315,8 +312,11 @@ class KnowledgeIndex:
         (path / "meta.json").write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, path: Path) -> KnowledgeIndex:
-        """The index saved in the folder `path`; ProcessingError when it is missing or of another format."""
+    def load(cls, path: Path, *, with_embeddings: bool = True) -> KnowledgeIndex:
+        """The index saved in the folder `path`; ProcessingError when it is missing or of another format.
+
+        `with_embeddings=False` (Settings.knowledge_embeddings off) loads it BM25 only, without the embedding model.
+        """
         try:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError) as exc:
@@ -330,7 +330,7 @@ class KnowledgeIndex:
             log.warning("index %s was built with the %s stemmer, which is missing here", path, meta.get("stemmer"))
         embeddings: Matrix | None = None
         embedder: Embedder | None = None
-        if meta.get("embedding_model") and (path / "embeddings.npy").exists():
+        if with_embeddings and meta.get("embedding_model") and (path / "embeddings.npy").exists():
             model = default_embedder()
             if model is not None and model.name == meta["embedding_model"]:
                 embedder = model
@@ -358,9 +358,11 @@ def current_version(base_dir: Path) -> Path | None:
 class IndexCache:
     """Loaded indexes of the bases under `root`, one per base and version, least recently used dropped first."""
 
-    def __init__(self, root: Path, max_entries: int = 32) -> None:
+    def __init__(self, root: Path, max_entries: int = 32, *, embeddings: bool = True) -> None:
         self.root = root
         self.max_entries = max_entries
+        self.embeddings = embeddings
+        """Whether loaded indexes search with their embeddings too (Settings.knowledge_embeddings)."""
         self._entries: OrderedDict[str, tuple[Path, KnowledgeIndex]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -377,7 +379,7 @@ class IndexCache:
                     self._entries.move_to_end(kb_id)
                     return entry[1]
             try:
-                index = KnowledgeIndex.load(version)
+                index = KnowledgeIndex.load(version, with_embeddings=self.embeddings)
             except (ProcessingError, FileNotFoundError):
                 if attempt:
                     raise

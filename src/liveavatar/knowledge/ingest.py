@@ -112,7 +112,7 @@ class Ingestor:
         self.max_total_bytes = max_total_bytes
         self.timeout = timeout
         self.embeddings = embeddings
-        self.indexes = IndexCache(root)
+        self.indexes = IndexCache(root, embeddings=embeddings)
         # one worker thread: ingestion must not take every core from live sessions
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
         self._locks: dict[str, asyncio.Lock] = {}

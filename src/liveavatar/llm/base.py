@@ -40,10 +40,15 @@ class ChatMessage:
 class LLM(Protocol):
     """A chat model backend; one instance per process, shared by all sessions."""
 
-    supports_images: bool
-    """Whether `stream` uses the images it is given (others ignore them)."""
-    context_tokens: int
-    """Context window in tokens: prompt and answer together must fit."""
+    @property
+    def supports_images(self) -> bool:
+        """Whether `stream` uses the images it is given (others ignore them)."""
+        ...
+
+    @property
+    def context_tokens(self) -> int:
+        """Context window in tokens: prompt and answer together must fit."""
+        ...
 
     def stream(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import functools
 import importlib.util
 import logging
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from liveavatar.llm.base import ChatMessage, LLMError, estimate_tokens
+from liveavatar.loading import load_once
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,7 @@ class LocalModel:
         self.llama.close()
 
 
-_load_lock = threading.Lock()
-
-
-@functools.cache
+@load_once
 def _load_local_model(path: Path, context_tokens: int, threads: int, state_cache_bytes: int) -> LocalModel:
     try:
         from llama_cpp import Llama
@@ -98,8 +95,7 @@ def load_local_model(
     state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
 ) -> LocalModel:
     """Load a GGUF model once per process and set of options; blocking, a second or so."""
-    with _load_lock:
-        return _load_local_model(path.resolve(), context_tokens, threads, state_cache_bytes)
+    return _load_local_model(path.resolve(), context_tokens, threads, state_cache_bytes)
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,21 @@ from liveavatar.llm.base import LLM, ChatMessage, LLMError, aclose_iterator
 log = logging.getLogger(__name__)
 
 
-class WithTimeout:
-    """Fail with LLMError when the first token, or the whole answer, takes too long."""
+class Wrapper:
+    """What every wrapper shares: all but `stream` is the wrapped backend's."""
 
-    def __init__(self, llm: LLM, *, first_token_timeout: float, total_timeout: float) -> None:
+    def __init__(self, llm: LLM) -> None:
         self.llm = llm
-        self.first_token_timeout = first_token_timeout
-        self.total_timeout = total_timeout
-        """Seconds spent waiting on the backend for one answer; time the consumer holds a delta is not counted."""
-        self.supports_images = llm.supports_images
-        self.context_tokens = llm.context_tokens
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether the wrapped backend uses images."""
+        return self.llm.supports_images
+
+    @property
+    def context_tokens(self) -> int:
+        """The wrapped backend's context window."""
+        return self.llm.context_tokens
 
     def count_tokens(self, text: str) -> int:
         """The wrapped backend's count."""
@@ -29,6 +34,16 @@ class WithTimeout:
     async def aclose(self) -> None:
         """Close the wrapped backend."""
         await self.llm.aclose()
+
+
+class WithTimeout(Wrapper):
+    """Fail with LLMError when the first token, or the whole answer, takes too long."""
+
+    def __init__(self, llm: LLM, *, first_token_timeout: float, total_timeout: float) -> None:
+        super().__init__(llm)
+        self.first_token_timeout = first_token_timeout
+        self.total_timeout = total_timeout
+        """Seconds spent waiting on the backend for one answer; time the consumer holds a delta is not counted."""
 
     async def stream(
         self,
@@ -64,7 +79,7 @@ class WithTimeout:
             await aclose_iterator(iterator)
 
 
-class WithRetries:
+class WithRetries(Wrapper):
     """Try again (with exponential backoff) when a retryable LLMError comes before the first token."""
 
     def __init__(
@@ -77,21 +92,11 @@ class WithRetries:
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        self.llm = llm
+        super().__init__(llm)
         self.attempts = attempts
         self.backoff = backoff
         """Seconds before the second attempt; doubled before each further one."""
         self._sleep = sleep
-        self.supports_images = llm.supports_images
-        self.context_tokens = llm.context_tokens
-
-    def count_tokens(self, text: str) -> int:
-        """The wrapped backend's count."""
-        return self.llm.count_tokens(text)
-
-    async def aclose(self) -> None:
-        """Close the wrapped backend."""
-        await self.llm.aclose()
 
     async def stream(
         self,

