@@ -233,11 +233,10 @@ class Background:
         h, w = self._image.shape[:2]
         k = max(width / w, height / h)
         sw, sh = max(width, round(w * k)), max(height, round(h * k))
-        if (sw, sh) == (w, h):
-            scaled = self._image  # already the right scale (video frames are kept at the avatar's size)
-        else:
+        scaled: U8 = self._image  # already at the right scale when kept at the avatar's size (video frames)
+        if (sw, sh) != (w, h):
             interp = cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC
-            scaled = cv2.resize(self._image, (sw, sh), interpolation=interp)
+            scaled = np.asarray(cv2.resize(self._image, (sw, sh), interpolation=interp), np.uint8)
         x0, y0 = (sw - width) // 2, (sh - height) // 2
         return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
 
