@@ -277,7 +277,9 @@ async def test_agora_integration_guide_page(
     session = await tab.evaluate(
         """async () => {
             window.session = await guide.createSessionFromBackend();
+            const t0 = performance.now();
             window.client = await guide.initializeAgoraClient(session.credentials);
+            window.joinMs = performance.now() - t0;
             await guide.subscribeToAvatarStream(client);
             guide.setupMessageHandlers(client);
             guide.record(client);
@@ -286,6 +288,7 @@ async def test_agora_integration_guide_page(
     )
     assert session["stream_type"] == "agora"
     assert await video_plays(tab) == {"w": 512, "h": 512, "paused": False}
+    print(f"Agora compat client: join (offer, answer, data channel open) in {await tab.evaluate('joinMs'):.0f} ms")
     assert await tab.evaluate("client.connectionState") == "CONNECTED"
     assert await tab.evaluate("client.remoteUsers.map((u) => [u.uid, u.hasAudio, u.hasVideo, !!u.audioTrack])") == [
         [1, True, True, True]
