@@ -314,10 +314,10 @@ async def test_agora_integration_guide_page(
     assert squeeze(heard["text"]) == squeeze(LONG) and not heard["interrupted"]
 
     # Step 6: interrupt (while the avatar speaks) and set-params are acknowledged with 1000.
-    starts = "window.received.filter((r) => r.message.type === 'event' && r.message.pld.event === 'audio_start').length"
-    before = await tab.evaluate(starts)
+    pieces = "window.received.filter((r) => r.message.type === 'chat' && r.message.pld.text).length"
+    before = await tab.evaluate(pieces)
     await tab.evaluate("(text) => guide.sendMessageToAvatar(client, 'msg-cut', text)", INTERRUPTED)
-    await tab.wait_for_function(f"{starts} > {before}", timeout=30_000)
+    await tab.wait_for_function(f"{pieces} > {before}", timeout=30_000)  # the first sentence is playing
     await tab.evaluate("guide.interruptAvatar(client)")
     assert [(a["code"], a["msg"]) for a in await acks(tab, "interrupt")] == [(1000, "OK")]
     answers = await console.wait("Avatar response: ", 3, timeout=30)
