@@ -11,9 +11,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
 
 from liveavatar import __version__
 from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
+from liveavatar.api.compat import LenientJsonMiddleware, cors_options
 from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
 from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
@@ -131,9 +133,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> dict[str, object]:
         return {"ok": True, **services.host.stats()}
 
+    # Outermost last: CORS answers preflights and marks every reply (errors included); the guard sees
+    # bodies already typed as JSON.
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
         large_bodies={knowledge.UPLOAD_PATH: knowledge.UPLOAD_MAX_BYTES + 1024 * 1024},
     )
+    app.add_middleware(LenientJsonMiddleware)
+    app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
     return app

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """Host addresses the WebRTC peer advertises; all local addresses when empty."""
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     """RTCIceServer objects (STUN/TURN) given to both peers; none by default."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    """Browser origins allowed to call the API cross-origin (comma-separated; `*`: any). Never with credentials."""
     allow_private_urls: bool = False
     """Let server-side fetches (backgrounds, knowledge documents) reach private/loopback addresses."""
 
@@ -74,7 +76,7 @@ class Settings(BaseSettings):
     llm_state_cache_mb: int = Field(256, ge=0)
     """Saved conversation states of the local model, so a session's next turn doesn't re-read its history."""
 
-    @field_validator("ice_hosts", mode="before")
+    @field_validator("ice_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

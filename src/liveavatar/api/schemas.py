@@ -69,7 +69,9 @@ class SessionCreate(Body):
     mode_type: Literal[1, 2] = 1
     background_url: HttpUrl | None = None
     voice_params: VoiceParams = Field(default_factory=VoiceParams)
-    stream_type: str = Field("webrtc", max_length=16)
+    stream_type: Literal["agora", "livekit", "trtc", "webrtc"] = "agora"
+    """Which client joins: a provider's name gets that provider's credential fields (for liveavatar's
+    compatibility clients) and data-channel limits; "webrtc" is liveavatar's own client."""
     credentials: dict[str, Any] | None = None
     transport_profile: Literal["webrtc", "livekit", "agora", "trtc"] | None = None
     """liveavatar extension: data-channel limits to keep to (a provider's), for clients written for one."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from liveavatar.api.auth import Auth, ServicesDep
+from liveavatar.api.credentials import credentials as join_credentials
 from liveavatar.api.envelope import ok
 from liveavatar.api.schemas import SessionCreate, SessionRef
 from liveavatar.clock import new_id, now_ms
@@ -16,7 +17,6 @@ from liveavatar.store.models import SessionRow
 from liveavatar.store.sessions import LIVE_STATES, Status
 
 router = APIRouter(prefix="/api/open/v4/liveAvatar/session", tags=["sessions"])
-STREAM_TYPES = ("webrtc",)
 
 
 def base_url(request: Request, services: Services) -> str:
@@ -28,11 +28,8 @@ def session_view(row: SessionRow, services: Services, base: str) -> dict[str, An
     """The session object of the API; join credentials only while the session can be joined."""
     credentials: dict[str, Any] = {}
     if row.status in LIVE_STATES:
-        credentials = {
-            "webrtc_url": f"{base}/api/open/v4/liveAvatar/webrtc/{row.id}/offer",
-            "webrtc_token": services.signer.sign(row.id, "join", services.settings.join_token_ttl),
-            "ice_servers": services.settings.ice_servers,
-        }
+        token = services.signer.sign(row.id, "join", services.settings.join_token_ttl)
+        credentials = join_credentials(row.stream_type, row.id, base, token, services.settings.ice_servers)
     params = row.params
     return {
         "_id": row.id,
@@ -59,8 +56,6 @@ def session_view(row: SessionRow, services: Services, base: str) -> dict[str, An
 
 
 async def _check_references(body: SessionCreate, owner_id: int, services: Services) -> None:
-    if body.stream_type not in STREAM_TYPES:
-        raise ParamError(f"stream_type {body.stream_type!r} is not supported here; use 'webrtc'")
     if services.avatars.get(body.avatar_id) is None:
         raise NotFound(f"avatar {body.avatar_id!r} does not exist")
     if body.voice_id is not None and services.voices.get(body.voice_id) is None:
@@ -96,7 +91,9 @@ async def create_session(body: SessionCreate, principal: Auth, services: Service
                     "transport_profile",
                 },
                 exclude_none=True,
-            ),
+            )
+            # A provider's client keeps to its data-channel limits: the server keeps to them too.
+            | {"transport_profile": body.transport_profile or body.stream_type},
             create_time=now,
             update_time=now,
             expire_time=now + duration * 1000,
@@ -141,9 +138,7 @@ async def list_sessions(
 
 
 @router.get("/transcript", summary="What was said in a live session (liveavatar extension)")
-async def session_transcript(
-    principal: Auth, services: ServicesDep, id: Annotated[str, Query(min_length=1)]
-) -> Any:
+async def session_transcript(principal: Auth, services: ServicesDep, id: Annotated[str, Query(min_length=1)]) -> Any:
     """The client's messages and what the user actually heard of each reply, plus interrupt timings."""
     row = await services.store.sessions.get(id, principal.key_id)
     if row is None:

@@ -1,9 +1,12 @@
-"""What the avatar is drawn over: a solid colour, or an image scaled to fill the frame and cropped."""
+"""What the avatar is drawn over: a solid colour, an image, or a looping video, scaled to fill the frame and cropped."""
 
 from __future__ import annotations
 
+import io
 import struct
+from collections.abc import Sequence
 
+import av
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +19,16 @@ DEFAULT_COLOR = "#5b6b7c"
 MAX_BYTES = 16 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 12_000
+
+VIDEO_MAX_SECONDS = 30.0
+VIDEO_MAX_SIDE = 1920
+VIDEO_MAX_PIXELS = 1920 * 1088
+VIDEO_FPS = 12.5
+"""Background video frames kept per second (the avatar itself moves at 25 fps)."""
+VIDEO_SHORT_SIDE = 512
+"""Kept frames are scaled down to at most this short side: avatar frames are 512x512, so showing one is a crop."""
+VIDEO_QUALITY = 85
+"""JPEG quality of the kept frames: a 30 s loop stays a few MB instead of hundreds."""
 
 
 def parse_color(color: str | tuple[int, int, int]) -> tuple[int, int, int]:
@@ -73,13 +86,77 @@ def image_size(data: bytes) -> tuple[int, int]:
     raise ParamError("the background image is not a PNG, JPEG, WebP or BMP file")
 
 
-class Background:
-    """A backdrop for the avatar: a solid colour, or an image that fills the frame (cropped, not stretched)."""
+def is_video(data: bytes) -> bool:
+    """Whether `data` starts like an MP4/MOV (ISO BMFF) or WebM/Matroska file."""
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3"
 
-    def __init__(self, color: str | tuple[int, int, int] = DEFAULT_COLOR, image: U8 | None = None) -> None:
+
+def _kept_size(width: int, height: int) -> tuple[int, int]:
+    k = min(1.0, VIDEO_SHORT_SIDE / min(width, height))
+    return max(2, round(width * k / 2) * 2), max(2, round(height * k / 2) * 2)
+
+
+def decode_video(data: bytes) -> tuple[list[bytes], float]:
+    """JPEG frames sampled at VIDEO_FPS from an MP4/WebM within the size and duration limits; and the fps."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise ParamError("the background video has no video stream")
+            stream = container.streams.video[0]
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w <= 0 or h <= 0 or max(w, h) > VIDEO_MAX_SIDE or w * h > VIDEO_MAX_PIXELS:
+                raise ParamError(f"the background video is too large ({w}x{h}; at most 1920x1080)")
+            declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+            if declared is None and container.duration:
+                declared = container.duration / av.time_base
+            if declared is not None and declared > VIDEO_MAX_SECONDS + 0.5:
+                raise ParamError(f"the background video is longer than {VIDEO_MAX_SECONDS:g} s ({declared:.1f} s)")
+            stream.thread_type = "AUTO"
+            kw, kh = _kept_size(w, h)
+            frames: list[bytes] = []
+            start: float | None = None
+            for index, frame in enumerate(container.decode(stream)):
+                rate = float(stream.average_rate or 25)
+                t = float(frame.time) if frame.time is not None else index / rate
+                start = t if start is None else start
+                if t - start > VIDEO_MAX_SECONDS + 0.5:
+                    raise ParamError(f"the background video is longer than {VIDEO_MAX_SECONDS:g} s")
+                if t - start + 1e-6 < len(frames) / VIDEO_FPS:
+                    continue  # sample at VIDEO_FPS: skip frames until the next slot
+                image = frame.reformat(width=kw, height=kh, format="bgr24").to_ndarray()
+                ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, VIDEO_QUALITY])
+                if ok:
+                    frames.append(encoded.tobytes())
+    except (av.FFmpegError, ValueError, IndexError) as exc:
+        raise ParamError(f"the background video could not be decoded ({exc})") from exc
+    if not frames:
+        raise ParamError("the background video has no frames")
+    return frames, VIDEO_FPS
+
+
+class Background:
+    """A backdrop for the avatar: a solid colour, or an image that fills the frame (cropped, not stretched).
+
+    A video backdrop holds its frames (JPEG, sampled at `fps`) and loops them: `still(t)` is the image
+    backdrop for time `t` since it started.
+    """
+
+    def __init__(
+        self,
+        color: str | tuple[int, int, int] = DEFAULT_COLOR,
+        image: U8 | None = None,
+        *,
+        frames: Sequence[bytes] = (),
+        fps: float = VIDEO_FPS,
+    ) -> None:
         self.color = parse_color(color)
+        self._frames = tuple(frames)
+        self.fps = fps
+        if image is None and self._frames:
+            image = _decode_jpeg(self._frames[0])
         self._image = image
         self._cache: dict[tuple[int, int], U8] = {}
+        self._still: tuple[int, Background] | None = None
 
     @classmethod
     def solid(cls, color: str | tuple[int, int, int]) -> Background:
@@ -88,7 +165,9 @@ class Background:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Background:
-        """An encoded image (PNG, JPEG, WebP, BMP), checked for size before it is decoded."""
+        """An encoded image (PNG, JPEG, WebP, BMP) or video (MP4, WebM), checked for size before it is decoded."""
+        if is_video(data):
+            return cls.from_video(data)
         if len(data) > MAX_BYTES:
             raise ParamError(f"the background image is larger than {MAX_BYTES // (1024 * 1024)} MB")
         w, h = image_size(data)
@@ -99,10 +178,45 @@ class Background:
             raise ParamError("the background image could not be decoded")
         return cls(image=np.asarray(img, dtype=np.uint8))
 
+    @classmethod
+    def from_video(cls, data: bytes) -> Background:
+        """A looping video backdrop from an MP4 or WebM file (at most 1080p, 30 s and MAX_BYTES)."""
+        if len(data) > MAX_BYTES:
+            raise ParamError(f"the background video is larger than {MAX_BYTES // (1024 * 1024)} MB")
+        frames, fps = decode_video(data)
+        return cls(frames=frames, fps=fps)
+
     @property
     def is_image(self) -> bool:
-        """True for an image backdrop, False for a solid colour."""
+        """True for an image (or video) backdrop, False for a solid colour."""
         return self._image is not None
+
+    @property
+    def is_video(self) -> bool:
+        """True for a looping video backdrop (more than one frame)."""
+        return len(self._frames) > 1
+
+    @property
+    def frame_count(self) -> int:
+        """Frames of a video backdrop (0 for a colour or image)."""
+        return len(self._frames)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of one loop of a video backdrop (0 for a colour or image)."""
+        return len(self._frames) / self.fps if self._frames else 0.0
+
+    def frame_index(self, t: float) -> int:
+        """Which frame of the loop shows `t` seconds after the video started."""
+        return int(max(t, 0.0) * self.fps) % len(self._frames) if self._frames else 0
+
+    def still(self, index: int) -> Background:
+        """Frame `index` of a video backdrop as an image backdrop (the last one is kept for reuse)."""
+        if not self._frames:
+            return self
+        if self._still is None or self._still[0] != index:
+            self._still = (index, Background(image=_decode_jpeg(self._frames[index % len(self._frames)])))
+        return self._still[1]
 
     def frame(self, width: int, height: int) -> U8:
         """The backdrop as a height x width x 3 BGR array (cached per size; do not modify it)."""
@@ -119,7 +233,16 @@ class Background:
         h, w = self._image.shape[:2]
         k = max(width / w, height / h)
         sw, sh = max(width, round(w * k)), max(height, round(h * k))
-        interp = cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC
-        scaled = cv2.resize(self._image, (sw, sh), interpolation=interp)
+        scaled: U8 = self._image  # already at the right scale when kept at the avatar's size (video frames)
+        if (sw, sh) != (w, h):
+            interp = cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC
+            scaled = np.asarray(cv2.resize(self._image, (sw, sh), interpolation=interp), np.uint8)
         x0, y0 = (sw - width) // 2, (sh - height) // 2
         return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
+
+
+def _decode_jpeg(data: bytes) -> U8:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ParamError("a background video frame could not be decoded")
+    return np.asarray(image, dtype=np.uint8)

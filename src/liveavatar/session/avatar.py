@@ -19,6 +19,9 @@ class AvatarSource:
         self.renderer = renderer
         self.motion = motion
         self.speaker = Speaker(lead)
+        self._video: Background | None = None
+        self._video_start: float | None = None
+        self._video_index = -1
 
     @property
     def video_size(self) -> tuple[int, int]:
@@ -27,6 +30,8 @@ class AvatarSource:
 
     def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
         """The frame at session time `t`: mouth from the speech being played, idle motion on top."""
+        if self._video is not None:
+            self._advance_video(t)
         state = self.motion.apply(FaceState(mouth=self.speaker.mouth_at(t)), t)
         return self.renderer.render(state)
 
@@ -35,5 +40,19 @@ class AvatarSource:
         return self.speaker.audio_frame()
 
     def set_background(self, background: Background | None) -> None:
-        """Show another background from the next frame on."""
+        """Show another background from the next frame on; a video one loops from its start."""
+        if background is not None and background.is_video:
+            self._video, self._video_start, self._video_index = background, None, -1
+            return
+        self._video = None
         self.renderer.set_background(background)
+
+    def _advance_video(self, t: float) -> None:
+        """Put the video frame for session time `t` behind the avatar when it changes (VIDEO_FPS, not 25 fps)."""
+        assert self._video is not None
+        if self._video_start is None:
+            self._video_start = t
+        index = self._video.frame_index(t - self._video_start)
+        if index != self._video_index:
+            self._video_index = index
+            self.renderer.set_background(self._video.still(index))

@@ -273,6 +273,7 @@ function sessionParams() {
     language: $("language").value,
     mode_type: Number($("mode").value),
     duration: 600,
+    stream_type: "webrtc", // this page joins with liveavatar's own client
   };
 }
 

@@ -275,6 +275,7 @@ export class LiveAvatarSession extends Emitter {
   #pendingAcks = new Map();
   #incoming = new Map(); // mid -> text so far, for bot and user chat
   #audioTransceiver = null;
+  #videoTransceiver = null;
   #microphone = null; // {track, stream} while capturing
   #camera = null;
   #lastStats = null;
@@ -320,7 +321,8 @@ export class LiveAvatarSession extends Emitter {
    * @param {boolean|"muted"} [options.microphone=false] true: capture and send the microphone now;
    *   "muted": keep a send slot so that setMicrophone(true) works later, capture nothing yet;
    *   false: receive only (setMicrophone(true) then needs a new connection)
-   * @param {boolean} [options.camera=false] send the camera as a video track (for "vision")
+   * @param {boolean|"muted"} [options.camera=false] true: send the camera as a video track (for "vision");
+   *   "muted": keep a send slot for setCameraTrack() later; false: no camera
    * @param {string|object} [options.profile="webrtc"] data-channel limits: a PROFILES key or an object like its entries
    * @returns {Promise<void>}
    */
@@ -362,12 +364,12 @@ export class LiveAvatarSession extends Emitter {
       direction: microphone ? "sendrecv" : "recvonly",
       streams: micTrack ? [this.#microphone.stream] : [],
     });
-    if (camera) {
+    if (camera === true) {
       const stream = await navigator.mediaDevices.getUserMedia({ video: true });
       this.#camera = { track: stream.getVideoTracks()[0], stream };
     }
-    pc.addTransceiver(this.#camera ? this.#camera.track : "video", {
-      direction: this.#camera ? "sendrecv" : "recvonly",
+    this.#videoTransceiver = pc.addTransceiver(this.#camera ? this.#camera.track : "video", {
+      direction: camera ? "sendrecv" : "recvonly",
       streams: this.#camera ? [this.#camera.stream] : [],
     });
 
@@ -533,13 +535,63 @@ export class LiveAvatarSession extends Emitter {
     return this.microphoneEnabled;
   }
 
+  /**
+   * Send a track the caller captured (e.g. with its own getUserMedia constraints) as the microphone, or
+   * stop sending with null. The session never stops a track given here: its owner does. Needs a
+   * connection made with `microphone: true` or `"muted"`.
+   * @param {MediaStreamTrack|null} track
+   */
+  async setMicrophoneTrack(track) {
+    if (!this.microphoneAvailable) {
+      throw new LiveAvatarError(1009, 'this session was joined without a microphone slot: connect with microphone true or "muted"');
+    }
+    await this.#audioTransceiver.sender.replaceTrack(track);
+    if (this.#microphone && !this.#microphone.external) this.#stopMicrophone();
+    this.#microphone = track ? { track, stream: new MediaStream([track]), external: true } : null;
+    this.emit("microphone", { enabled: this.microphoneEnabled });
+  }
+
+  /**
+   * Send a camera track (for "vision"), or stop sending with null; the caller owns the track.
+   * Needs a connection made with `camera: true` or `"muted"`.
+   * @param {MediaStreamTrack|null} track
+   */
+  async setCameraTrack(track) {
+    if (!this.#videoTransceiver || this.#videoTransceiver.direction !== "sendrecv") {
+      throw new LiveAvatarError(1009, 'this session was joined without a camera slot: connect with camera true or "muted"');
+    }
+    await this.#videoTransceiver.sender.replaceTrack(track);
+    if (this.#camera && !this.#camera.external) this.#camera.track.stop();
+    this.#camera = track ? { track, stream: new MediaStream([track]), external: true } : null;
+  }
+
+  /**
+   * Send one message exactly as given (a provider SDK's raw send: JSON text or its UTF-8 bytes), within
+   * the profile's size and rate limits; commands go ahead of queued chat.
+   * @param {string|Uint8Array|ArrayBuffer} data
+   * @returns {Promise<void>} resolves once it has been handed to the data channel
+   */
+  sendRawMessage(data) {
+    if (!this.channel || this.channel.readyState !== "open") {
+      return Promise.reject(new LiveAvatarError(1219, "the session is not connected"));
+    }
+    const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+    let control = false;
+    try {
+      control = JSON.parse(text).type === "command";
+    } catch {
+      // Not JSON: the server answers with an error event; send it as it is.
+    }
+    return this.#outbox.push(text, { control });
+  }
+
   async #startMicrophone() {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: { ...this.#options.audioProcessing }, video: false });
     this.#microphone = { track: stream.getAudioTracks()[0], stream };
   }
 
   #stopMicrophone() {
-    if (this.#microphone) this.#microphone.track.stop();
+    if (this.#microphone && !this.#microphone.external) this.#microphone.track.stop();
     this.#microphone = null;
   }
 
@@ -606,7 +658,7 @@ export class LiveAvatarSession extends Emitter {
     if (this.channel) this.channel.close();
     if (this.pc) this.pc.close();
     this.#stopMicrophone();
-    if (this.#camera) this.#camera.track.stop();
+    if (this.#camera && !this.#camera.external) this.#camera.track.stop();
     this.#camera = null;
   }
 
