@@ -168,6 +168,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
     api_key: str = ""
+    workers: int = 0
+    """Worker processes holding sessions (0: in the server process, as every bench measured before)."""
 
     @property
     def url(self) -> str:
@@ -198,7 +200,7 @@ class ServerProcess:
         self.api_key = await self._create_key()
         command = [str(VENV_BIN / "liveavatar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         with self.log_path.open("ab") as log:
-            args = (*command, "--max-sessions", str(self.max_sessions))
+            args = (*command, "--max-sessions", str(self.max_sessions), "--workers", str(self.workers))
             self.process = await spawn(*args, log=log, stdout=log, env=self.env())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -69,6 +69,8 @@ class Server:
         self.log_path = self.data_dir / f"server-{self.port}.log"
         log = self.log_path.open("a")
         command = [str(VENV_BIN / "liveavatar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if "--workers" not in self.args and "LIVEAVATAR_WORKERS" not in self.env:
+            command += ["--workers", "0"]  # sessions in the server process: fast to start (a test may ask for workers)
         self.process = subprocess.Popen(
             [*command, *self.args],
             stdout=log,

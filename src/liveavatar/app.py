@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.middleware.cors import CORSMiddleware
 
 from liveavatar import __version__
@@ -21,21 +22,49 @@ from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.llm import build_llm
+from liveavatar.metrics import Metrics
 from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner, load_secret
 from liveavatar.services import Services
 from liveavatar.session.dialogue import Brain, IndexRetriever
-from liveavatar.session.host import HostLimits, SessionHost
-from liveavatar.session.listening import Ears
-from liveavatar.speech.stt import WhisperSTT
-from liveavatar.speech.vad import SileroVAD
+from liveavatar.session.director import Director, HostStarter
+from liveavatar.session.host import SessionHost
 from liveavatar.speech.voices import VoiceRegistry, discover_voices
 from liveavatar.store import Store
-from liveavatar.transport.ice import advertise_hosts
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).with_name("web")
+
+
+def _start_hosts(
+    settings: Settings, brain: Brain, avatars: AvatarRegistry, voices: VoiceRegistry
+) -> tuple[int, HostStarter, Callable[[], None] | None]:
+    """How many session hosts to keep, how to start one, and what loads their models in this process."""
+    if settings.ray_address:
+        from liveavatar.session.rayhost import RayCluster
+
+        cluster = RayCluster(settings)
+        return cluster.slots(), cluster.start_host, None
+    workers = settings.resolved_workers
+    if workers > 0:
+
+        async def start_worker(host_id: str) -> SessionHost:
+            from liveavatar.session.workers import WorkerHost
+
+            return await WorkerHost.start(host_id, settings, brain)
+
+        return workers, start_worker, None
+    # In-process: sessions share this process's registries and models.
+    from liveavatar.session.kit import build_kit, host_limits, load_models
+    from liveavatar.session.local import LocalHost
+
+    kit = build_kit(settings, brain, avatars=avatars, voices=voices)
+
+    async def start_local(host_id: str) -> SessionHost:
+        return LocalHost(host_id, kit, host_limits(settings))
+
+    return 1, start_local, lambda: load_models(kit)
 
 
 def build_services(settings: Settings) -> Services:
@@ -44,15 +73,14 @@ def build_services(settings: Settings) -> Services:
     store = Store(settings.resolved_database_url)
     avatars = AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir)
     voices = VoiceRegistry(discover_voices())
-    limits = HostLimits(settings.max_sessions, settings.join_token_ttl, settings.rejoin_grace)
-    advertise_hosts(settings.ice_hosts)
-    ears = Ears(vad=SileroVAD(), stt=WhisperSTT(cache_dir=settings.data_dir / "models"))
     ingestor = Ingestor(
         settings.data_dir / "knowledge",
         allow_private_urls=settings.allow_private_urls,
         embeddings=settings.knowledge_embeddings,
     )
+    # One LLM and one retriever per machine: worker processes reach these through their pipes.
     brain = Brain(build_llm(settings.llm_settings()), settings.llm_settings(), IndexRetriever(ingestor.indexes))
+    slots, start_host, load_models = _start_hosts(settings, brain, avatars, voices)
     return Services(
         settings=settings,
         store=store,
@@ -60,29 +88,18 @@ def build_services(settings: Settings) -> Services:
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         avatars=avatars,
         voices=voices,
-        host=SessionHost(
+        director=Director(
             store,
-            limits,
-            avatars=avatars,
-            voices=voices,
-            ice_servers=settings.ice_servers,
-            allow_private_urls=settings.allow_private_urls,
-            ears=ears,
-            brain=brain,
+            node_id=settings.resolved_node_id,
+            slots=slots,
+            start_host=start_host,
+            max_sessions=settings.max_sessions,
+            metrics=Metrics(),
         ),
-        ears=ears,
         knowledge=IngestionJobs(ingestor),
         brain=brain,
+        load_models=load_models,
     )
-
-
-def load_models(services: Services) -> None:
-    """Load the listening models and the default voice (blocking; run in a worker thread)."""
-    try:
-        services.ears.load()
-        services.voices.warm_up()
-    except Exception:
-        log.exception("loading the speech models failed; they load again on first use")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -93,15 +110,15 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await services.store.migrate()
         await asyncio.to_thread(services.avatars.prepare)
-        await services.host.start()
+        await services.director.start()
         services.knowledge.resume(await services.store.knowledge.all())
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
-        warm_up = asyncio.create_task(asyncio.to_thread(load_models, services), name="warm-up")
+        warm_up = asyncio.create_task(asyncio.to_thread(services.load_models or (lambda: None)), name="warm-up")
         try:
             yield
         finally:
             await asyncio.gather(warm_up, return_exceptions=True)
-            await services.host.aclose()
+            await services.director.aclose()
             await services.knowledge.aclose()
             await services.brain.llm.aclose()
             await services.store.aclose()
@@ -130,8 +147,26 @@ def create_app(settings: Settings) -> FastAPI:
             return RedirectResponse("/docs")
 
     @app.get("/healthz", include_in_schema=False)
-    async def health() -> dict[str, object]:
-        return {"ok": True, **services.host.stats()}
+    async def health() -> JSONResponse:
+        """200 while at least one session host is up (503 otherwise); counts only, nothing per tenant."""
+        director = services.director
+        stats = await director.stats()
+        body = {
+            "ok": bool(stats),
+            "hosts": len(stats),
+            "live_sessions": director.live_count,
+            "capacity": director.max_sessions,
+            "joined_sessions": sum(s.joined_sessions for s in stats),
+            "inbound_audio_frames": sum(s.inbound_audio_frames for s in stats),
+            "inbound_video_frames": sum(s.inbound_video_frames for s in stats),
+        }
+        return JSONResponse(body, status_code=200 if stats else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics: sessions, hosts, latencies (no keys, texts or tenant ids)."""
+        await services.director.stats()
+        return Response(services.director.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # Outermost last: CORS answers preflights and marks every reply (errors included); the guard sees
     # bodies already typed as JSON.

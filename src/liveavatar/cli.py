@@ -70,6 +70,10 @@ def serve(
     public_url: Annotated[str | None, typer.Option(help="Base URL clients reach the server at.")] = None,
     ice_host: Annotated[list[str] | None, typer.Option(help="Host address to advertise for WebRTC (repeat).")] = None,
     max_sessions: Annotated[int | None, typer.Option(help="Live sessions held at once.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Worker processes holding sessions (0: inside this process) [default: one per core]."),
+    ] = None,
 ) -> None:
     """Start the server."""
     import uvicorn
@@ -84,6 +88,7 @@ def serve(
         public_url=public_url,
         ice_hosts=ice_host,
         max_sessions=max_sessions,
+        workers=workers,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -96,6 +101,11 @@ def serve(
     typer.echo(f"  demo page  {url}/")
     typer.echo(f"  API docs   {url}/docs")
     typer.echo(f"  data dir   {settings.data_dir}")
+    if settings.ray_address:
+        typer.echo(f"  sessions   on the Ray cluster at {settings.ray_address}")
+    else:
+        workers_now = settings.resolved_workers
+        typer.echo(f"  sessions   {f'{workers_now} worker process(es)' if workers_now else 'in this process'}")
     if first_key:
         typer.echo("\nFirst start: created the API key 'default' (shown once, stored only as a hash):")
         typer.echo(f"  {first_key}")

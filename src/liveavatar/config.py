@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,7 +37,17 @@ class Settings(BaseSettings):
     """Where built avatar packs are cached; `<data_dir>/avatars/packs` when unset."""
 
     max_sessions: int = Field(8, ge=1)
-    """Live sessions (queueing or processing) this server holds at once; more get 1215."""
+    """Live sessions (queueing or processing) this server holds at once, over all its hosts; more get 1215."""
+    workers: int | None = Field(None, ge=0)
+    """Worker processes holding sessions; 0: sessions run inside the API process; unset: one per usable core."""
+    ray_address: str | None = None
+    """Ray cluster to place session hosts on (`auto`, or `HOST:PORT` of the head); overrides `workers`."""
+    ray_hosts: int = Field(0, ge=0)
+    """Session hosts (Ray actors) to keep on the cluster; 0: one per alive node when the server starts."""
+    ray_host_cpus: float = Field(1.0, ge=0)
+    """CPUs each Ray session host books (a booking only: Ray does not pin or limit the actor's use)."""
+    node_id: str | None = None
+    """This API process's name in the database (sessions record it); `<hostname>:<port>` when unset."""
     default_session_duration: int = Field(600, ge=1, le=3600)
     join_token_ttl: int = Field(300, ge=10)
     rejoin_grace: float = Field(20.0, ge=0)
@@ -103,6 +115,21 @@ class Settings(BaseSettings):
             threads=self.llm_threads,
             state_cache_mb=self.llm_state_cache_mb,
         )
+
+    @property
+    def resolved_workers(self) -> int:
+        """Worker processes to run: as set, else one per core this process may use."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+
+    @property
+    def resolved_node_id(self) -> str:
+        """This API process's node id: as set, else host name and port (stable across restarts)."""
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from liveavatar.config import Settings
@@ -10,8 +11,7 @@ from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner
 from liveavatar.session.dialogue import Brain
-from liveavatar.session.host import SessionHost
-from liveavatar.session.listening import Ears
+from liveavatar.session.director import Director
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store import Store
 
@@ -26,7 +26,10 @@ class Services:
     limiter: RateLimiter
     avatars: AvatarRegistry
     voices: VoiceRegistry
-    host: SessionHost
-    ears: Ears
+    director: Director
+    """Places sessions on session hosts (in-process, worker processes or Ray actors) and records them."""
     knowledge: IngestionJobs
     brain: Brain
+    """The LLM and retrieval, one per machine: worker processes reach them through their pipes."""
+    load_models: Callable[[], None] | None = None
+    """Loads the speech models of in-process sessions (blocking), when sessions run in this process."""

@@ -70,7 +70,7 @@ async def _check_references(body: SessionCreate, owner_id: int, services: Servic
 async def create_session(body: SessionCreate, principal: Auth, services: ServicesDep, request: Request) -> Any:
     await _check_references(body, principal.key_id, services)
     duration = body.duration or services.settings.default_session_duration
-    async with services.host.reservation():
+    async with services.director.reservation():
         now = now_ms()
         row = SessionRow(
             id=new_id(),
@@ -98,8 +98,7 @@ async def create_session(body: SessionCreate, principal: Auth, services: Service
             update_time=now,
             expire_time=now + duration * 1000,
         )
-        await services.store.sessions.add(row)
-        await services.host.open(row)
+        await services.director.open(row)  # stored, placed on the least-loaded host, started there
     return ok(session_view(row, services, base_url(request, services)))
 
 
@@ -118,7 +117,7 @@ async def close_session(body: SessionRef, principal: Auth, services: ServicesDep
     row = await services.store.sessions.get(body.target, principal.key_id)
     if row is None:
         raise NotFound(f"session {body.target!r} does not exist")
-    await services.host.close(row.id, Status.CLOSED, "closed by the client")
+    await services.director.close(row.id, "closed by the client")
     row = await services.store.sessions.get(row.id) or row
     return ok(session_view(row, services, base_url(request, services)))
 
@@ -143,7 +142,7 @@ async def session_transcript(principal: Auth, services: ServicesDep, id: Annotat
     row = await services.store.sessions.get(id, principal.key_id)
     if row is None:
         raise NotFound(f"session {id!r} does not exist")
-    session = services.host.get(id)
-    if session is None:
+    transcript = await services.director.transcript(id)
+    if transcript is None:
         return ok({"live": False, "messages": [], "interrupts": [], "barge_ins": [], "passages": []})
-    return ok(session.transcript())
+    return ok(transcript)

@@ -25,5 +25,5 @@ async def offer(session_id: str, body: Offer, services: ServicesDep, request: Re
     claims = services.signer.verify(token.strip(), "join")
     if claims.subject != session_id:
         raise AuthInvalid("this join token belongs to another session")
-    answer = await services.host.join(session_id, body.sdp)
+    answer = await services.director.join(session_id, body.sdp)
     return ok({"sdp": answer, "type": "answer"})

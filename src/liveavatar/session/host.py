@@ -1,198 +1,141 @@
-"""The session host: owns the live sessions of one process (capacity, deadlines, joining, closing).
+"""The session-host seam: what the API asks of a process that holds live sessions, in plain picklable values.
 
-Nothing here lives in module globals, so several hosts (worker processes, cluster nodes) can each run one.
+A host may be the API process itself, a worker process on the same machine or a Ray actor on another one:
+everything crossing this seam is a frozen dataclass of plain values, so it pickles over a pipe or to Ray.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from liveavatar.errors import Busy, NotFound, SessionClosed
-from liveavatar.render.avatars import AvatarRegistry
-from liveavatar.render.motion import Motion
-from liveavatar.render.renderer import Renderer
-from liveavatar.session.avatar import AvatarSource
-from liveavatar.session.dialogue import Brain, Knowledge
-from liveavatar.session.listening import Ears
-from liveavatar.session.session import Session
-from liveavatar.session.settings import SessionSettings
-from liveavatar.speech.voices import VoiceRegistry
-from liveavatar.store import Store
-from liveavatar.store.models import SessionRow
-from liveavatar.store.sessions import Status
+from liveavatar.errors import Code, LiveAvatarError
 
-log = logging.getLogger(__name__)
+SHUTDOWN_REASON = "server shut down"
 
 
 @dataclass(frozen=True)
-class HostLimits:
-    """How many sessions a host holds and how long it waits for their clients."""
+class KnowledgeSpec:
+    """The knowledge base a dialogue session answers from (read from the database by the API)."""
 
-    capacity: int
-    join_timeout: float
-    """Seconds a created session waits for its first join (the join token's lifetime)."""
-    rejoin_grace: float
-    """Seconds a session waits for its client to come back after the connection dropped."""
+    kb_id: str
+    prompt: str = ""
+    prologue: str = ""
 
 
-class SessionHost:
-    """Holds up to `capacity` live sessions; closes each when its duration ends or its client goes."""
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything a host needs to start a created session; the API resolved every database reference."""
 
-    def __init__(
-        self,
-        store: Store,
-        limits: HostLimits,
-        *,
-        avatars: AvatarRegistry,
-        voices: VoiceRegistry,
-        ice_servers: list[dict[str, Any]],
-        allow_private_urls: bool = False,
-        ears: Ears | None = None,
-        brain: Brain | None = None,
-    ) -> None:
-        self._store = store
-        self.limits = limits
-        self._avatars = avatars
-        self._voices = voices
-        self._ice_servers = ice_servers
-        self._allow_private_urls = allow_private_urls
-        self._ears = ears
-        self._brain = brain
-        self._live: dict[str, Session] = {}
-        self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._closers: set[asyncio.Task[None]] = set()
-        self._reserved = 0
-        self._closing = False
+    session_id: str
+    owner_id: int
+    avatar_id: str
+    mode_type: int
+    duration: float
+    """Seconds the session may last from its creation."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The create request's optional fields (voice, language, background, voice params, transport profile)."""
+    knowledge: KnowledgeSpec | None = None
 
-    @property
-    def capacity(self) -> int:
-        """Live sessions this host holds at most."""
-        return self.limits.capacity
 
-    @property
-    def live_count(self) -> int:
-        """Sessions held now, including those being created."""
-        return len(self._live) + self._reserved
+@dataclass(frozen=True)
+class HostStats:
+    """One host's counters, for placement, health and metrics."""
 
-    def stats(self) -> dict[str, int]:
-        """Counters for health checks: sessions held, capacity, media frames received from clients."""
-        sessions = list(self._live.values())
-        return {
-            "live_sessions": self.live_count,
-            "capacity": self.capacity,
-            "joined_sessions": sum(1 for s in sessions if s.joined),
-            "inbound_audio_frames": sum(s.inbound_frames["audio"] for s in sessions),
-            "inbound_video_frames": sum(s.inbound_frames["video"] for s in sessions),
-        }
+    host_id: str
+    node: str
+    """The machine (host name) the host runs on."""
+    pid: int
+    live_sessions: int
+    joined_sessions: int
+    inbound_audio_frames: int
+    inbound_video_frames: int
+    cpu_seconds: float
+    """CPU time the host's process has used (user + system)."""
+    rss_bytes: int
+    """Resident memory of the host's process."""
 
-    async def start(self) -> None:
-        """Mark sessions a previous, dead server left live as failed."""
-        failed = await self._store.sessions.fail_orphans("server restarted while the session was live")
-        if failed:
-            log.warning("marked %d session(s) left live by a previous server as failed", failed)
 
-    @contextlib.asynccontextmanager
-    async def reservation(self) -> AsyncIterator[None]:
-        """Hold one unit of capacity while a session is being created; 1215 when full."""
-        if self._closing or self.live_count >= self.capacity:
-            raise Busy
-        self._reserved += 1
-        try:
-            yield
-        finally:
-            self._reserved -= 1
+@dataclass(frozen=True)
+class SessionJoined:
+    """A client joined the session for the first time: it is live."""
 
-    async def open(self, row: SessionRow) -> Session:
-        """Start holding a created session."""
-        avatar = self._avatars.get(row.avatar_id)
-        if avatar is None:
-            raise NotFound(f"avatar {row.avatar_id!r} does not exist")
-        knowledge = None
-        if kb_id := row.params.get("knowledge_id"):
-            kb = await self._store.knowledge.get(kb_id, row.owner_id)
-            if kb is not None:
-                knowledge = Knowledge(kb.id, kb.prompt, kb.prologue)
-        session = Session(
-            row.id,
-            row.owner_id,
-            SessionSettings.from_create(row.avatar_id, row.mode_type, row.params),
-            source=AvatarSource(Renderer(self._avatars.pack(avatar.avatar_id)), Motion(seed=hash(row.id) & 0xFFFF)),
-            voices=self._voices,
-            allow_private_urls=self._allow_private_urls,
-            ears=self._ears,
-            brain=self._brain,
-            knowledge=knowledge,
-            ice_servers=self._ice_servers,
-            rejoin_grace=self.limits.rejoin_grace,
-            end=lambda status, reason: self._close_later(row.id, status, reason),
-        )
-        self._live[row.id] = session
-        self._watchers[row.id] = asyncio.create_task(self._watch(session, row.duration), name=f"watch-{row.id}")
-        return session
+    session_id: str
 
-    def get(self, session_id: str) -> Session | None:
-        """The live session with this id, if this host holds it."""
-        return self._live.get(session_id)
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """The session ended normally (closed, duration elapsed, client gone)."""
+
+    session_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionFailed:
+    """The session ended because something broke (or the server shut down under it)."""
+
+    session_id: str
+    error: str
+
+
+HostEvent = SessionJoined | SessionEnded | SessionFailed
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """A `LiveAvatarError` as it crosses a process boundary: its code and message."""
+
+    code: int
+    msg: str
+
+    @classmethod
+    def of(cls, exc: LiveAvatarError) -> RemoteError:
+        """The plain form of an error."""
+        return cls(int(exc.code), exc.msg)
+
+    def rebuild(self) -> LiveAvatarError:
+        """An error with the same response code and message on this side."""
+        error = LiveAvatarError(self.msg)
+        error.code = Code(self.code)
+        return error
+
+
+class HostGone(Exception):
+    """The host died (its process exited, its node left the cluster)."""
+
+
+class SessionHost(Protocol):
+    """Owns live sessions in one process; every argument and result is a plain value."""
+
+    host_id: str
+    """Unique among the hosts of this API process, and stored with each session it runs."""
+
+    async def open(self, spec: SessionSpec) -> None:
+        """Start holding a created session (it waits for its client until its join deadline)."""
+        ...
 
     async def join(self, session_id: str, offer_sdp: str) -> str:
-        """Connect a client to a live session: offer in, answer out; the session turns live on first join."""
-        session = self._live.get(session_id)
-        if session is None:
-            row = await self._store.sessions.get(session_id)
-            if row is None:
-                raise NotFound(f"session {session_id!r} does not exist")
-            raise SessionClosed(f"session {session_id!r} has ended ({row.close_reason or 'closed'})")
-        first = not session.joined
-        answer = await session.join(offer_sdp)
-        if first:
-            await self._store.sessions.set_status(session_id, Status.LIVE)
-        return answer
+        """Connect a client: offer in, answer out (SessionClosed when the session has ended)."""
+        ...
 
-    async def _watch(self, session: Session, duration: float) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + duration
-            join_wait = min(duration, self.limits.join_timeout)
-            await asyncio.sleep(join_wait)
-            if not session.joined and join_wait < duration:
-                await self.close(session.session_id, Status.CLOSED, "nobody joined in time")
-                return
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            await self.close(session.session_id, Status.CLOSED, "duration elapsed")
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("watching session %s failed", session.session_id)
+    async def close(self, session_id: str, reason: str) -> None:
+        """End a session (idempotent); a SessionEnded event follows."""
+        ...
 
-    def _close_later(self, session_id: str, status: Status, reason: str) -> None:
-        task = asyncio.create_task(self.close(session_id, status, reason), name=f"close-{session_id}")
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+    async def transcript(self, session_id: str) -> dict[str, Any] | None:
+        """What was said in a live session (plain values); None when this host does not hold it."""
+        ...
 
-    async def close(self, session_id: str, status: Status, reason: str) -> None:
-        """End a live session (idempotent): peer closed, tasks ended, how it ended recorded."""
-        session = self._live.pop(session_id, None)
-        watcher = self._watchers.pop(session_id, None)
-        if watcher is not None and watcher is not asyncio.current_task():
-            watcher.cancel()
-        if session is not None:
-            try:
-                await session.aclose()
-            except Exception:
-                log.exception("closing session %s failed", session_id)
-                status = Status.FAILED
-        await self._store.sessions.set_status(session_id, status, reason)
+    async def stats(self) -> HostStats:
+        """The host's counters now."""
+        ...
+
+    def events(self) -> AsyncIterator[HostEvent]:
+        """Status events of the host's sessions, in order; ends (or raises HostGone) when the host dies."""
+        ...
 
     async def aclose(self) -> None:
-        """Server shutdown: end every live session, recorded as failed."""
-        self._closing = True
-        await asyncio.gather(
-            *(self.close(session_id, Status.FAILED, "server shut down") for session_id in list(self._live))
-        )
-        if self._closers:
-            await asyncio.gather(*self._closers, return_exceptions=True)
+        """End every session (each reported as failed: the server shut down) and stop the host."""
+        ...

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from liveavatar.store.keys import KeyRepository
 from liveavatar.store.knowledge import KnowledgeRepository
+from liveavatar.store.nodes import NodeRepository
 from liveavatar.store.sessions import SessionRepository
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -45,6 +46,7 @@ class Store:
         self.keys = KeyRepository(sessionmaker)
         self.sessions = SessionRepository(sessionmaker)
         self.knowledge = KnowledgeRepository(sessionmaker)
+        self.nodes = NodeRepository(sessionmaker)
 
     async def migrate(self) -> None:
         """Bring the schema up to date (Alembic, idempotent)."""

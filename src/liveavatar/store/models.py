@@ -55,6 +55,10 @@ class SessionRow(Base):
     end_time: Mapped[int | None] = mapped_column(BigInteger, default=None)
     expire_time: Mapped[int] = mapped_column(BigInteger)
     close_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    node_id: Mapped[str | None] = mapped_column(String(100), default=None, index=True)
+    """The API process (node) that placed the session; its sessions fail when it is gone."""
+    host_id: Mapped[str | None] = mapped_column(String(120), default=None)
+    """The session host (in-process, worker or Ray actor) that runs the session."""
 
 
 class KnowledgeBase(Base):
@@ -72,3 +76,14 @@ class KnowledgeBase(Base):
     urls: Mapped[list[str]] = mapped_column(JSON)
     create_time: Mapped[int] = mapped_column(BigInteger)
     update_time: Mapped[int] = mapped_column(BigInteger)
+
+
+class NodeRow(Base):
+    """An API process serving sessions against this database, and when it was last seen alive."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from liveavatar.clock import now_ms
@@ -79,12 +80,24 @@ class SessionRepository:
             )
             return await db.get(SessionRow, session_id)
 
-    async def fail_orphans(self, reason: str) -> int:
-        """Mark sessions left live by a server that died as failed; returns how many."""
+    async def fail_orphans(self, reason: str, *, alive_nodes: Collection[str]) -> int:
+        """Fail live sessions whose node is not among `alive_nodes` (or unknown); returns how many."""
+        live = SessionRow.status.in_([int(s) for s in LIVE_STATES])
+        orphaned = or_(SessionRow.node_id.is_(None), SessionRow.node_id.not_in(list(alive_nodes)))
+        return await self._fail(and_(live, orphaned), reason)
+
+    async def fail_host(self, host_id: str, reason: str) -> int:
+        """Fail the live sessions of a host that died; returns how many."""
+        return await self._fail(
+            and_(SessionRow.host_id == host_id, SessionRow.status.in_([int(s) for s in LIVE_STATES])), reason
+        )
+
+    async def _fail(self, where: ColumnElement[bool], reason: str) -> int:
+        now = now_ms()
         async with self._sessionmaker() as db, db.begin():
             result = await db.execute(
                 update(SessionRow)
-                .where(SessionRow.status.in_([int(s) for s in LIVE_STATES]))
-                .values(status=int(Status.FAILED), end_time=now_ms(), update_time=now_ms(), close_reason=reason)
+                .where(where)
+                .values(status=int(Status.FAILED), end_time=now, update_time=now, close_reason=reason)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,59 @@
+"""Prometheus metrics of one API process: sessions, session hosts, latencies (no keys, texts or tenant ids)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from liveavatar.session.host import HostStats
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The counters the session director keeps and `/metrics` exposes (a registry of its own per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions_live = Gauge("liveavatar_sessions_live", "Sessions created and not yet ended.", registry=r)
+        self.sessions = Counter(
+            "liveavatar_sessions", "Session transitions: created, joined, closed, failed.", ["status"], registry=r
+        )
+        self.hosts = Gauge("liveavatar_hosts", "Session hosts by state (up, starting).", ["state"], registry=r)
+        self.host_deaths = Counter("liveavatar_host_deaths", "Session hosts that died (and were replaced).", registry=r)
+        self.host_sessions = Gauge("liveavatar_host_sessions", "Live sessions on each host.", ["host"], registry=r)
+        self.host_cpu = Gauge(
+            "liveavatar_host_cpu_seconds", "CPU seconds each host's process has used.", ["host"], registry=r
+        )
+        self.host_rss = Gauge("liveavatar_host_resident_bytes", "Resident memory of each host.", ["host"], registry=r)
+        self.join_seconds = Histogram(
+            "liveavatar_join_seconds",
+            "Offer in -> answer out, through the session's host.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.open_seconds = Histogram(
+            "liveavatar_session_open_seconds",
+            "Session created -> held by its host (avatar, renderer, tasks ready).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        for status in ("created", "joined", "closed", "failed"):
+            self.sessions.labels(status)  # present at 0 from the start
+
+    def observe_hosts(self, up: int, starting: int, stats: Iterable[HostStats]) -> None:
+        """Set the host gauges from the hosts' latest stats."""
+        self.hosts.labels("up").set(up)
+        self.hosts.labels("starting").set(starting)
+        for gauge in (self.host_sessions, self.host_cpu, self.host_rss):
+            gauge.clear()
+        for host in stats:
+            self.host_sessions.labels(host.host_id).set(host.live_sessions)
+            self.host_cpu.labels(host.host_id).set(host.cpu_seconds)
+            self.host_rss.labels(host.host_id).set(host.rss_bytes)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
