@@ -38,6 +38,7 @@ HEARTBEAT = 5.0
 NODE_TIMEOUT_BEATS = 3
 HOST_DIED = "the process hosting this session died"
 RESTARTED = "server restarted while the session was live"
+ORPHANED = "the server holding this session stopped"
 STATS_TIMEOUT = 2.0
 
 
@@ -96,7 +97,7 @@ class Director:
             try:
                 await self._store.nodes.beat(self.node_id)
                 alive = {self.node_id, *await self._alive_nodes()}
-                failed = await self._store.sessions.fail_orphans(RESTARTED, alive_nodes=alive)
+                failed = await self._store.sessions.fail_orphans(ORPHANED, alive_nodes=alive)
                 if failed:
                     log.warning("marked %d session(s) of a stopped server as failed", failed)
             except Exception:
