@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import Deployment
@@ -83,5 +84,9 @@ async def test_dialogue_session_in_a_worker_answers_from_the_knowledge_base(
             assert transcript["live"] is True
             assert "17 months" in transcript["passages"][0]  # retrieved by the API process
             assert transcript["messages"][-1] == {"from": "bot", "text": text, "interrupted": False}
+            async with httpx.AsyncClient(timeout=5) as http:
+                metrics = (await http.get(f"{deployment.server.url}/metrics")).text
+            assert "liveavatar_llm_first_token_seconds_count 1.0" in metrics  # timed where the LLM runs
+            assert "liveavatar_retrieval_seconds_count 1.0" in metrics
         finally:
             await conn.aclose()

@@ -22,7 +22,7 @@ from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.llm import build_llm
-from liveavatar.metrics import Metrics
+from liveavatar.metrics import Metrics, TimedLLM, TimedRetriever
 from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.security import TokenSigner, load_secret
@@ -79,7 +79,12 @@ def build_services(settings: Settings) -> Services:
         embeddings=settings.knowledge_embeddings,
     )
     # One LLM and one retriever per machine: worker processes reach these through their pipes.
-    brain = Brain(build_llm(settings.llm_settings()), settings.llm_settings(), IndexRetriever(ingestor.indexes))
+    metrics = Metrics()
+    brain = Brain(
+        TimedLLM(build_llm(settings.llm_settings()), metrics.llm_first_token_seconds),
+        settings.llm_settings(),
+        TimedRetriever(IndexRetriever(ingestor.indexes), metrics.retrieval_seconds),
+    )
     slots, start_host, load_models = _start_hosts(settings, brain, avatars, voices)
     return Services(
         settings=settings,
@@ -94,7 +99,7 @@ def build_services(settings: Settings) -> Services:
             slots=slots,
             start_host=start_host,
             max_sessions=settings.max_sessions,
-            metrics=Metrics(),
+            metrics=metrics,
         ),
         knowledge=IngestionJobs(ingestor),
         brain=brain,

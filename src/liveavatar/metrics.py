@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from liveavatar.llm.base import LLM, ChatMessage, aclose_iterator
+from liveavatar.session.dialogue import Retriever
 from liveavatar.session.host import HostStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -40,6 +43,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.llm_first_token_seconds = Histogram(
+            "liveavatar_llm_first_token_seconds",
+            "Turn stage: prompt sent -> the LLM's first token (this machine's LLM).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retrieval_seconds = Histogram(
+            "liveavatar_retrieval_seconds",
+            "Turn stage: question -> knowledge-base passages found.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         for status in ("created", "joined", "closed", "failed"):
             self.sessions.labels(status)  # present at 0 from the start
 
@@ -57,3 +72,53 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class TimedLLM:
+    """An LLM that records the time to its first token (the `LLM` Protocol, wrapping any backend)."""
+
+    def __init__(self, llm: LLM, first_token: Histogram) -> None:
+        self.llm = llm
+        self._first_token = first_token
+        self.supports_images = llm.supports_images
+        self.context_tokens = llm.context_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """The wrapped backend's count."""
+        return self.llm.count_tokens(text)
+
+    async def aclose(self) -> None:
+        """Close the wrapped backend."""
+        await self.llm.aclose()
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float, images: Sequence[bytes] = ()
+    ) -> AsyncIterator[str]:
+        """The wrapped stream; the first delta's delay is observed."""
+        started = time.perf_counter()
+        iterator = self.llm.stream(messages, max_tokens=max_tokens, temperature=temperature, images=images)
+        first = True
+        try:
+            async for delta in iterator:
+                if first:
+                    self._first_token.observe(time.perf_counter() - started)
+                    first = False
+                yield delta
+        finally:
+            await aclose_iterator(iterator)
+
+
+class TimedRetriever:
+    """A retriever that records how long each search takes (the `Retriever` Protocol)."""
+
+    def __init__(self, retriever: Retriever, seconds: Histogram) -> None:
+        self.retriever = retriever
+        self._seconds = seconds
+
+    async def search(self, kb_id: str, query: str, k: int) -> list[str]:
+        """The wrapped search, timed."""
+        started = time.perf_counter()
+        try:
+            return await self.retriever.search(kb_id, query, k)
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
