@@ -72,8 +72,6 @@ class Director:
         self._closing = False
         self._keepers: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
-        self.hosts_up = asyncio.Event()
-        """Set once the first host can take sessions."""
 
     # --- life -------------------------------------------------------------------------------------
 
@@ -122,7 +120,6 @@ class Director:
                 await host.aclose()
                 return
             self._hosts[host_id] = host
-            self.hosts_up.set()
             log.info("session host %s is up", host_id)
             error: str | None = None
             try:
