@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from liveavatar.llm.base import LLM, ChatMessage, aclose_iterator
+from liveavatar.llm.resilience import Wrapper
 from liveavatar.session.dialogue import Retriever
 from liveavatar.session.host import HostStats
 
@@ -74,22 +75,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class TimedLLM:
+class TimedLLM(Wrapper):
     """An LLM that records the time to its first token (the `LLM` Protocol, wrapping any backend)."""
 
     def __init__(self, llm: LLM, first_token: Histogram) -> None:
-        self.llm = llm
+        super().__init__(llm)
         self._first_token = first_token
-        self.supports_images = llm.supports_images
-        self.context_tokens = llm.context_tokens
-
-    def count_tokens(self, text: str) -> int:
-        """The wrapped backend's count."""
-        return self.llm.count_tokens(text)
-
-    async def aclose(self) -> None:
-        """Close the wrapped backend."""
-        await self.llm.aclose()
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float, images: Sequence[bytes] = ()
