@@ -59,6 +59,9 @@ async def test_metrics_count_sessions_hosts_and_latencies_without_secrets(make_s
     after = scrape(server)
     assert during['liveavatar_sessions_total{status="joined"}'] == 1
     assert during["liveavatar_join_seconds_count"] == 1 and during["liveavatar_session_open_seconds_count"] == 1
+    for stage in ("reply_to_first_sound", "tts_first_chunk"):  # timed in the host, carried across the seam
+        assert during[f'liveavatar_turn_stage_seconds_count{{stage="{stage}"}}'] >= 1
+        assert 0 < during[f'liveavatar_turn_stage_seconds_sum{{stage="{stage}"}}'] < 30
     hosts = [name for name in during if name.startswith("liveavatar_host_sessions{")]
     assert len(hosts) == 1 and during[hosts[0]] == 1
     assert during[hosts[0].replace("host_sessions", "host_cpu_seconds")] > 0

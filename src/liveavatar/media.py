@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 AUDIO_RATE = 48_000
@@ -11,6 +12,14 @@ AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)
 VIDEO_FPS = 25
 VIDEO_CLOCK = 90_000
 VIDEO_TICKS = VIDEO_CLOCK // VIDEO_FPS
+
+
+Timing = Callable[[str, float], None]
+"""Reports how long a named stage of a turn took, in seconds (metrics; never blocks)."""
+
+
+def untimed(_stage: str, _seconds: float) -> None:
+    """A Timing that records nothing."""
 
 
 class Clock(Protocol):

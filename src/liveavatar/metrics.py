@@ -56,6 +56,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.turn_stage_seconds = Histogram(
+            "liveavatar_turn_stage_seconds",
+            "Turn stages timed in the session hosts: reply_to_first_sound (chat or transcript -> audio_start), "
+            "tts_first_chunk, speech_end_to_transcript.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         for status in ("created", "joined", "closed", "failed"):
             self.sessions.labels(status)  # present at 0 from the start
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import av
@@ -13,7 +14,7 @@ import cv2
 
 from liveavatar.clock import new_id
 from liveavatar.errors import RateLimited
-from liveavatar.media import Clock
+from liveavatar.media import Clock, Timing, untimed
 from liveavatar.protocol import ChatStream, Message
 from liveavatar.session.dialogue import Dialogue
 from liveavatar.session.settings import SessionSettings
@@ -55,6 +56,7 @@ class Reply:
     text: str
     mid: str
     """The id of the bot's chat message: the client's chat mid when it answers one."""
+    owed_at: float = field(default_factory=time.perf_counter)
 
 
 class Conversation:
@@ -71,6 +73,7 @@ class Conversation:
         send_event: Callable[[Message], None],
         dialogue: Dialogue | None = None,
         camera: Callable[[], av.VideoFrame | None] = lambda: None,
+        timing: Timing = untimed,
     ) -> None:
         self._speaker = speaker
         self._clock = clock
@@ -80,6 +83,7 @@ class Conversation:
         self._send_event = send_event
         self.dialogue = dialogue
         self._camera = camera
+        self._timing = timing
         self._replies: asyncio.Queue[Reply] = asyncio.Queue(MAX_QUEUED_REPLIES)
         self._turn: Turn | None = None
         self.history: list[dict[str, Any]] = []
@@ -176,6 +180,8 @@ class Conversation:
             send_event=self._send_event,
             speed=settings.speed,
             pron_map=settings.pron_map,
+            timing=self._timing,
+            owed_at=reply.owed_at,
         )
 
     def _camera_jpeg(self) -> bytes | None:

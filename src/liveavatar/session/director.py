@@ -17,14 +17,15 @@ from typing import Any
 from liveavatar.errors import Busy, NotFound, ProcessingError, SessionClosed
 from liveavatar.metrics import Metrics
 from liveavatar.session.host import (
+    HostEvent,
     HostGone,
     HostStats,
     KnowledgeSpec,
     SessionEnded,
-    SessionFailed,
     SessionHost,
     SessionJoined,
     SessionSpec,
+    StageTimed,
 )
 from liveavatar.store import Store
 from liveavatar.store.models import SessionRow
@@ -151,9 +152,11 @@ class Director:
         except Exception:
             log.exception("recording the sessions of dead host %s failed", host_id)
 
-    async def _record(self, event: SessionJoined | SessionEnded | SessionFailed) -> None:
+    async def _record(self, event: HostEvent) -> None:
         try:
-            if isinstance(event, SessionJoined):
+            if isinstance(event, StageTimed):
+                self.metrics.turn_stage_seconds.labels(event.stage).observe(event.seconds)
+            elif isinstance(event, SessionJoined):
                 await self._mark_live(event.session_id)
             elif isinstance(event, SessionEnded):
                 await self._finish(event.session_id, Status.CLOSED, event.reason)

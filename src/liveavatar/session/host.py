@@ -80,7 +80,15 @@ class SessionFailed:
     error: str
 
 
-HostEvent = SessionJoined | SessionEnded | SessionFailed
+@dataclass(frozen=True)
+class StageTimed:
+    """How long one stage of a turn took (for the latency histograms; no session id, no text)."""
+
+    stage: str
+    seconds: float
+
+
+HostEvent = SessionJoined | SessionEnded | SessionFailed | StageTimed
 
 
 @dataclass(frozen=True)

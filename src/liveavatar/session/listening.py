@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import av
 import numpy as np
 
-from liveavatar.media import Clock
+from liveavatar.media import Clock, Timing, untimed
 from liveavatar.session.settings import SessionSettings
 from liveavatar.speech.resample import LISTEN_RATE, FloatAudio, Resampler
 from liveavatar.speech.stt import STT, Transcript, normalize_stt_language
@@ -46,12 +47,14 @@ class Listener:
         *,
         on_speech: Callable[[float], Awaitable[None]],
         on_utterance: Callable[[str], Awaitable[None]],
+        timing: Timing = untimed,
     ) -> None:
         self._ears = ears
         self._clock = clock
         self._settings = settings
         self._on_speech = on_speech
         self._on_utterance = on_utterance
+        self._timing = timing
         self.frames: asyncio.Queue[av.AudioFrame] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._detector = TurnDetector(ears.vad, settings().turn, transcribe=self._transcribe)
         self._resampler = Resampler(LISTEN_RATE)
@@ -87,10 +90,12 @@ class Listener:
         if isinstance(event, SpeechStarted):
             await self._on_speech(event.t)
         elif isinstance(event, SpeechStopped):
+            ended = time.perf_counter()
             transcript = event.transcript
             if transcript is None:
                 language = normalize_stt_language(self._settings().stt_language)
                 transcript = await self._ears.stt.transcribe(event.audio, language)
+            self._timing("speech_end_to_transcript", time.perf_counter() - ended)
             text = transcript.text.strip()
             if text:
                 self.heard_utterances += 1

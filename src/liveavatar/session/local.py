@@ -28,6 +28,7 @@ from liveavatar.session.host import (
     SessionFailed,
     SessionJoined,
     SessionSpec,
+    StageTimed,
 )
 from liveavatar.session.listening import Ears
 from liveavatar.session.session import Session
@@ -111,6 +112,7 @@ class LocalHost:
             ice_servers=kit.ice_servers,
             rejoin_grace=self.limits.rejoin_grace,
             end=lambda status, reason: self._close_later(session_id, status, reason),
+            timing=lambda stage, seconds: self._events.put_nowait(StageTimed(stage, seconds)),
         )
         self._live[session_id] = session
         watcher = asyncio.create_task(self._watch(session, spec.duration), name=f"watch-{session_id}")

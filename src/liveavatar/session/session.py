@@ -12,7 +12,7 @@ import av
 from liveavatar.clock import new_id
 from liveavatar.errors import Code, LiveAvatarError, NoPermission, RateLimited
 from liveavatar.fetch import fetch
-from liveavatar.media import MediaClock
+from liveavatar.media import MediaClock, Timing, untimed
 from liveavatar.protocol import (
     ChatAssembler,
     ChatChunk,
@@ -66,6 +66,7 @@ class Session:
         ice_servers: list[dict[str, Any]],
         rejoin_grace: float,
         end: EndSession,
+        timing: Timing = untimed,
     ) -> None:
         self.session_id = session_id
         self.owner_id = owner_id
@@ -90,13 +91,19 @@ class Session:
             send_event=self.send_control,
             dialogue=Dialogue(brain, knowledge) if brain is not None else None,
             camera=lambda: self.latest_camera,
+            timing=timing,
         )
         self.barge_ins: list[dict[str, float]] = []
         """For each barge-in: the user's speech onset and where the avatar's sound stopped (session time)."""
         self._listener: Listener | None = None
         if ears is not None:
             self._listener = Listener(
-                ears, self.clock, lambda: self.settings, on_speech=self._barge_in, on_utterance=self._user_said
+                ears,
+                self.clock,
+                lambda: self.settings,
+                on_speech=self._barge_in,
+                on_utterance=self._user_said,
+                timing=timing,
             )
         self._ice_servers = ice_servers
         self._rejoin_grace = rejoin_grace

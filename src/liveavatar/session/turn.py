@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from liveavatar.errors import Code
-from liveavatar.media import Clock
+from liveavatar.media import Clock, Timing, untimed
 from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message, error_event, event
 from liveavatar.session.playback import to_playback_rate
 from liveavatar.session.speaker import Speaker
@@ -95,6 +96,9 @@ class Turn:
     send_event: Callable[[Message], None]
     speed: float = 1.0
     pron_map: Mapping[str, str] = field(default_factory=dict)
+    timing: Timing = untimed
+    owed_at: float = field(default_factory=time.perf_counter)
+    """When the reply was asked for (perf_counter): the start of "reply -> first sound"."""
     pieces: list[Spoken] = field(default_factory=list)
     stopped_at: float | None = None
     """Session time the sound was cut by an interrupt; None if the turn played to its end."""
@@ -167,8 +171,11 @@ class Turn:
         ahead = self.speaker.queued_until() - LOOKAHEAD
         if ahead > self.clock.now():
             await self.clock.wait_until(ahead)  # let other sessions use the TTS meanwhile
+        asked = time.perf_counter()
         try:
             async for chunk in self.tts.synthesize(sentence.text, self.voice, speed=self.speed, pron_map=self.pron_map):
+                if not self.pieces:
+                    self.timing("tts_first_chunk", time.perf_counter() - asked)
                 start, end = self.speaker.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
                 piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes, sentence.shown)
                 self.pieces.append(piece)
@@ -189,6 +196,7 @@ class Turn:
             if not self._started:
                 self._started = True
                 self.send_event(event(AUDIO_START))
+                self.timing("reply_to_first_sound", time.perf_counter() - self.owed_at)
             following = await queue.get()
             if not current.shown:
                 self._send_text(current.text if following is None else current.text + " ")
