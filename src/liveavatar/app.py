@@ -18,6 +18,7 @@ from liveavatar import __version__
 from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
 from liveavatar.api.compat import LenientJsonMiddleware, cors_options
 from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
+from liveavatar.avatars.jobs import AvatarJobs
 from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
@@ -103,6 +104,7 @@ def build_services(settings: Settings) -> Services:
         ),
         knowledge=IngestionJobs(ingestor),
         brain=brain,
+        avatar_jobs=AvatarJobs(store, avatars, voices, allow_private_urls=settings.allow_private_urls),
         load_models=load_models,
     )
 
@@ -116,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
         await services.store.migrate()
         await asyncio.to_thread(services.avatars.prepare)
         await services.director.start()
+        await services.avatar_jobs.start()
         services.knowledge.resume(await services.store.knowledge.all())
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
         warm_up = asyncio.create_task(asyncio.to_thread(services.load_models or (lambda: None)), name="warm-up")
@@ -123,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await asyncio.gather(warm_up, return_exceptions=True)
+            await services.avatar_jobs.aclose()
             await services.director.aclose()
             await services.knowledge.aclose()
             await services.brain.llm.aclose()
@@ -178,7 +182,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        large_bodies={knowledge.UPLOAD_PATH: knowledge.UPLOAD_MAX_BYTES + 1024 * 1024},
+        large_bodies={
+            knowledge.UPLOAD_PATH: knowledge.UPLOAD_MAX_BYTES + 1024 * 1024,
+            catalog.UPLOAD_PATH: catalog.UPLOAD_MAX_BYTES + 1024 * 1024,
+        },
     )
     app.add_middleware(LenientJsonMiddleware)
     app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))

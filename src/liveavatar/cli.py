@@ -184,32 +184,116 @@ def _progress(stage: str, fraction: float) -> None:
     typer.echo(f"  [{fraction * 100:3.0f}%] {stage}")
 
 
+async def _owner(store: Store, ref: str | None) -> int | None:
+    if ref is None:
+        return None
+    key = await store.keys.find(ref)
+    if key is None:
+        typer.echo(f"no API key matches {ref!r} (use the id, name or prefix from `keys list`)", err=True)
+        raise typer.Exit(1)
+    return key.id
+
+
+Owner = Annotated[
+    str | None,
+    typer.Option("--owner", help="API key (id, name or prefix) that owns the avatar; default: every key sees it."),
+]
+
+
 @avatar_app.command("build")
 def avatar_build(
-    image: Annotated[Path, typer.Argument(help="A portrait photo: frontal face, closed mouth, face >= 150 px.")],
+    source: Annotated[Path, typer.Argument(help="A portrait photo or a short video of one person facing the camera.")],
     avatar_id: Annotated[str, typer.Option("--id", help="Avatar id (letters and digits).")],
     name: Annotated[str, typer.Option(help="Display name.")],
-    gender: Annotated[str, typer.Option(help="female or male.")] = "female",
+    gender: Annotated[str, typer.Option(help="female, male, or empty; picks the matching voice.")] = "",
+    voice: Annotated[str | None, typer.Option(help="Default voice id (default: one matching the gender).")] = None,
+    owner: Owner = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Build an avatar from a portrait photo; it is listed by the server from then on."""
-    from liveavatar.errors import LiveAvatarError
+    """Build an avatar the way the API does (same checks, same files); the server lists it from then on."""
+    import re
 
-    registry = _registry(load_settings(data_dir))
-    typer.echo(f"building avatar {avatar_id!r} from {image}")
+    from liveavatar.avatars.jobs import AvatarJobs
+    from liveavatar.errors import LiveAvatarError
+    from liveavatar.speech.voices import VoiceRegistry, discover_voices
+    from liveavatar.store.avatars import AvatarStatus
+
+    if not re.fullmatch(r"[a-zA-Z0-9]{1,64}", avatar_id):
+        typer.echo("cannot build this avatar: the id must be 1-64 letters or digits", err=True)
+        raise typer.Exit(1)
+    settings = load_settings(data_dir)
+
+    async def build(store: Store) -> str | None:
+        jobs = AvatarJobs(store, _registry(settings), VoiceRegistry(discover_voices()))
+        row = jobs.new_row(
+            owner_id=await _owner(store, owner),
+            avatar_id=avatar_id,
+            name=name,
+            source=f"file:{source.name}",
+            gender=gender,
+            voice_id=voice,
+        )
+        await jobs.create(row, source.read_bytes(), queue=False)
+        done = await jobs.build(row.id, progress=_progress)
+        if done is None or done.status != AvatarStatus.READY:
+            await jobs.delete(avatar_id, row.owner_id)  # nothing half-built stays behind
+            return done.msg if done is not None else "the build was stopped"
+        if done.msg:
+            typer.echo(f"  note: {done.msg}")
+        return None
+
+    typer.echo(f"building avatar {avatar_id!r} from {source}")
     try:
-        registry.add(image, avatar_id=avatar_id, name=name, gender=gender, progress=_progress)
+        failed = with_store(settings, build)
     except LiveAvatarError as exc:
-        typer.echo(f"cannot build this avatar: {exc.msg}", err=True)
-        raise typer.Exit(1) from exc
+        failed = exc.msg
+    except OSError as exc:
+        failed = f"cannot read {source}: {exc.strerror or exc}"
+    if failed:
+        typer.echo(f"cannot build this avatar: {failed}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"avatar {avatar_id!r} is ready")
 
 
 @avatar_app.command("list")
 def avatar_list(data_dir: DataDir = None) -> None:
-    """List installed avatars."""
-    for avatar in _registry(load_settings(data_dir)).list():
-        typer.echo(f"{avatar.avatar_id:<20} {avatar.name:<20} {avatar.gender:<8} {avatar.image}")
+    """List built-in avatars and every custom avatar with its owner and build status."""
+    settings = load_settings(data_dir)
+    for avatar in _registry(settings).builtin():
+        typer.echo(f"{avatar.avatar_id:<20} {avatar.name:<20} {avatar.gender:<8} built-in")
+
+    async def rows(store: Store) -> list[str]:
+        states = {1: "queueing", 2: "processing", 3: "ready", 4: "failed"}
+        lines = []
+        for row in await store.avatars.all():
+            owner = f"key {row.owner_id}" if row.owner_id is not None else "every key"
+            state = states.get(row.status, str(row.status))
+            reason = f" ({row.msg})" if row.msg else ""
+            lines.append(f"{row.avatar_id:<20} {row.name:<20} {row.gender or '-':<8} {state}, {owner}{reason}")
+        return lines
+
+    for line in with_store(settings, rows):
+        typer.echo(line)
+
+
+@avatar_app.command("delete")
+def avatar_delete(
+    avatar_id: Annotated[str, typer.Argument(help="The avatar's id.")], owner: Owner = None, data_dir: DataDir = None
+) -> None:
+    """Delete a custom avatar and its files."""
+    from liveavatar.avatars.jobs import AvatarJobs
+    from liveavatar.speech.voices import VoiceRegistry
+
+    settings = load_settings(data_dir)
+
+    async def delete(store: Store) -> bool:
+        jobs = AvatarJobs(store, _registry(settings), VoiceRegistry([]))
+        return await jobs.delete(avatar_id, await _owner(store, owner))
+
+    if not with_store(settings, delete):
+        typer.echo(f"no custom avatar {avatar_id!r} (with that owner)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted avatar {avatar_id!r}")
 
 
 @app.command()
@@ -223,6 +307,7 @@ def render(
     data_dir: DataDir = None,
 ) -> None:
     """Render a clip: the same audio and video a live session would send."""
+    from liveavatar.avatars.voice import matching_voice
     from liveavatar.errors import LiveAvatarError
     from liveavatar.session.clip import render_clip
     from liveavatar.speech.voices import VoiceRegistry, discover_voices
@@ -230,14 +315,16 @@ def render(
     settings = load_settings(data_dir)
     registry = _registry(settings)
     voices = VoiceRegistry(discover_voices())
-    if registry.get(avatar) is None:
+    found = registry.get(avatar)
+    if found is None:
         typer.echo(f"no avatar {avatar!r}; installed: {', '.join(a.avatar_id for a in registry.list())}", err=True)
         raise typer.Exit(1)
     try:
-        chosen = voices.get(voice) if voice else voices.default_voice(language)
+        own = voices.get(found.voice_id) if found.voice_id else matching_voice(voices, found.gender)
+        chosen = voices.get(voice) if voice else own if own and not language else voices.default_voice(language)
         if chosen is None:
             raise typer.BadParameter(f"no voice {voice!r}", param_hint="--voice")
-        pack = registry.pack(avatar)
+        pack = registry.pack(found.pack_key)
         seconds = asyncio.run(
             render_clip(
                 pack,

@@ -86,6 +86,11 @@ class SessionClosed(LiveAvatarError):
     default_msg = "liveAvatar session is closed"
 
 
+class AlreadyExists(LiveAvatarError):
+    code = Code.ALREADY_EXISTS
+    default_msg = "resource already exists"
+
+
 class KnowledgeExists(LiveAvatarError):
     code = Code.KNOWLEDGE_EXISTS
     default_msg = "knowledge already exists"

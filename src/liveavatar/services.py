@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from liveavatar.avatars.jobs import AvatarJobs
 from liveavatar.config import Settings
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.ratelimit import RateLimiter
@@ -31,5 +32,7 @@ class Services:
     knowledge: IngestionJobs
     brain: Brain
     """The LLM and retrieval, one per machine: worker processes reach them through their pipes."""
+    avatar_jobs: AvatarJobs
+    """Builds custom avatars in the background."""
     load_models: Callable[[], None] | None = None
     """Loads the speech models of in-process sessions (blocking), when sessions run in this process."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import re
+import shutil
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,26 +70,38 @@ def builtin_portraits() -> dict[str, tuple[str, str, Path]]:
 
 @dataclass(frozen=True)
 class Avatar:
-    """An installed avatar."""
+    """An installed avatar: a built-in portrait, or a custom avatar whose pack is ready."""
 
     avatar_id: str
     name: str
-    gender: Gender
+    gender: str
+    """"male", "female", or "" when nobody said."""
     image: Path
     official: bool = True
+    key: str = ""
+    """What the registry files it under: the avatar id for built-ins, the database row id for custom avatars."""
+    owner_id: int | None = None
+    """The API key a custom avatar belongs to; None: every key sees it."""
+    voice_id: str = ""
+    """The voice it speaks with unless a session asks for another; "" lets the server choose."""
 
-    def to_api(self, base_url: str) -> dict[str, Any]:
-        """The avatar object of the list/detail API."""
+    @property
+    def pack_key(self) -> str:
+        """The registry key of the avatar's pack."""
+        return self.key or self.avatar_id
+
+    def to_api(self, base_url: str, voice_id: str = "") -> dict[str, Any]:
+        """The avatar object of the list/detail API (built-in avatars)."""
         return {
-            "_id": self.avatar_id,
+            "_id": self.pack_key,
             "uid": 0,
             "type": 2,
             "from": 2 if self.official else 3,
             "avatar_id": self.avatar_id,
-            "voice_id": "",
+            "voice_id": self.voice_id or voice_id,
             "name": self.name,
-            "url": f"{base_url}/avatars/{self.avatar_id}/preview.jpg",
-            "thumbnailUrl": f"{base_url}/avatars/{self.avatar_id}/thumbnail.jpg",
+            "url": f"{base_url}/avatars/{self.pack_key}/preview.jpg",
+            "thumbnailUrl": f"{base_url}/avatars/{self.pack_key}/thumbnail.jpg",
             "gender": self.gender,
             "available": True,
             "status": 3,
@@ -134,44 +149,100 @@ def builder_version(folder: Path = Path(__file__).parent) -> str:
 
 
 class AvatarRegistry:
-    """The avatars that are really installed, their packs (built once, cached on disk) and previews."""
+    """The avatars that are really installed, their packs (built once, cached on disk) and previews.
+
+    Built-in avatars come from packages; custom ones from `<cache_dir>/custom/<key>/avatar.json`, written when
+    their pack is ready, so any process on the machine that hosts sessions finds them on disk.
+    """
 
     def __init__(self, cache_dir: Path, pack_dir: Path | None = None) -> None:
         self._cache_dir = cache_dir
         self._pack_dir = pack_dir or cache_dir / "packs"
+        self._custom_dir = cache_dir / "custom"
         self._avatars: dict[str, Avatar] = {}
+        self._index: dict[tuple[int | None, str], str] = {}
         self._portraits: dict[str, Any] = {}
         self._packs: dict[str, AvatarPack] = {}
         self._lock = threading.Lock()
         for portrait in BUILTIN_PORTRAITS:
             path = portrait.path()
             if path is not None:
-                self._avatars[portrait.avatar_id] = Avatar(portrait.avatar_id, portrait.name, portrait.gender, path)
-        for meta in sorted((cache_dir / "custom").glob("*.json")):
-            info = json.loads(meta.read_text())
-            image = meta.with_suffix(".png")
-            if image.exists():
-                gender: Gender = "male" if info.get("gender") == "male" else "female"
-                self._avatars[meta.stem] = Avatar(meta.stem, str(info["name"]), gender, image, official=False)
+                self._avatars[portrait.avatar_id] = Avatar(
+                    portrait.avatar_id, portrait.name, portrait.gender, path, key=portrait.avatar_id
+                )
+        self._scan()
+
+    def _scan(self) -> None:
+        for meta in sorted(self._custom_dir.glob("*/avatar.json")):
+            try:
+                info = json.loads(meta.read_text())
+                avatar = Avatar(
+                    str(info["avatar_id"]),
+                    str(info["name"]),
+                    str(info.get("gender") or ""),
+                    meta.with_name("portrait.png"),
+                    official=False,
+                    key=meta.parent.name,
+                    owner_id=info.get("owner_id"),
+                    voice_id=str(info.get("voice_id") or ""),
+                )
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("skipping the custom avatar in %s: %s", meta.parent, exc)
+                continue
+            self._remember(avatar)
+
+    def _remember(self, avatar: Avatar) -> None:
+        with self._lock:
+            self._avatars[avatar.pack_key] = avatar
+            self._index[(avatar.owner_id, avatar.avatar_id)] = avatar.pack_key
 
     def list(self) -> list[Avatar]:
-        """Every installed avatar, in a stable order."""
-        return list(self._avatars.values())
+        """Every built-in avatar and every ready custom avatar of the operator (visible to all keys)."""
+        return [avatar for avatar in self._avatars.values() if avatar.owner_id is None]
 
-    def get(self, avatar_id: str) -> Avatar | None:
-        """The avatar with this id, if installed."""
-        return self._avatars.get(avatar_id)
+    def builtin(self) -> builtins.list[Avatar]:
+        """The built-in avatars."""
+        return [avatar for avatar in self._avatars.values() if avatar.official]
 
-    def pack(self, avatar_id: str) -> AvatarPack:
+    def get(self, avatar_id: str, owner_id: int | None = None) -> Avatar | None:
+        """The ready avatar `owner_id` knows by this id: built-in, its own, or the operator's."""
+        for attempt in range(2):
+            avatar = self._avatars.get(avatar_id)
+            if avatar is not None and avatar.official:
+                return avatar
+            key = self._index.get((owner_id, avatar_id)) if owner_id is not None else None
+            key = key or self._index.get((None, avatar_id))
+            if key is not None and key in self._avatars:
+                return self._avatars[key]
+            if attempt == 0:
+                self._scan()  # built by another process (the CLI, the API process) since we last looked
+        return None
+
+    def by_key(self, key: str) -> Avatar | None:
+        """The avatar filed under this key."""
+        return self._avatars.get(key)
+
+    def folder(self, key: str) -> Path:
+        """Where a custom avatar's files live (source, portrait, preview, avatar.json)."""
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", key):
+            raise ValueError(f"bad avatar key {key!r}")
+        return self._custom_dir / key
+
+    def pack(self, key: str) -> AvatarPack:
         """The avatar's pack (built from its portrait the first time, then loaded once per process)."""
+        if key not in self._avatars:
+            self._scan()
         with self._lock:
-            pack = self._packs.get(avatar_id)
+            pack = self._packs.get(key)
             if pack is None:
-                pack = self._packs[avatar_id] = self._load_or_build(self._avatars[avatar_id])
+                pack = self._packs[key] = self._load_or_build(self._avatars[key])
             return pack
 
+    def _pack_path(self, key: str) -> Path:
+        return self._pack_dir / f"{key}-{builder_version()}.npz"
+
     def _load_or_build(self, avatar: Avatar) -> AvatarPack:
-        path = self._pack_dir / f"{avatar.avatar_id}-{builder_version()}.npz"
+        path = self._pack_path(avatar.pack_key)
         if path.exists():
             return AvatarPack.load(path)
         from liveavatar.render.builder import build_pack  # needs mediapipe: only when building
@@ -179,60 +250,91 @@ class AvatarRegistry:
         log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
         image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
         pack = build_pack(image, avatar_id=avatar.avatar_id, name=avatar.name, gender=avatar.gender)
+        self._save_pack(avatar.pack_key, pack)
+        return pack
+
+    def _save_pack(self, key: str, pack: AvatarPack) -> None:
+        path = self._pack_path(key)
         self._pack_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         pack.save(tmp)
         tmp.replace(path)
-        return pack
 
-    def add(self, image_path: Path, *, avatar_id: str, name: str, gender: str, progress: Any = None) -> Avatar:
-        """Build a new avatar from a portrait photo (ParamError with a plain reason if it cannot be animated)."""
-        from liveavatar.errors import ParamError
-        from liveavatar.render.builder import build_pack
-
-        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", avatar_id):
-            raise ParamError("avatar id must be 1-64 letters, digits or underscores")
-        if avatar_id in self._avatars and self._avatars[avatar_id].official:
-            raise ParamError(f"{avatar_id!r} is a built-in avatar")
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ParamError(f"cannot read an image from {image_path}")
-        pack = build_pack(image, avatar_id=avatar_id, name=name, gender=gender, progress=progress)
-        custom = self._cache_dir / "custom"
-        custom.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(custom / f"{avatar_id}.png"), image)
-        (custom / f"{avatar_id}.json").write_text(json.dumps({"name": name, "gender": gender}))
-        avatar = Avatar(avatar_id, name, "male" if gender == "male" else "female", custom / f"{avatar_id}.png", False)
-        self._pack_dir.mkdir(parents=True, exist_ok=True)
-        pack.save(self._pack_dir / f"{avatar_id}-{builder_version()}.npz")
+    def install(self, avatar: Avatar, pack: AvatarPack) -> None:
+        """Make a custom avatar whose pack was just built usable: files on disk, pack in memory."""
+        folder = self.folder(avatar.pack_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_pack(avatar.pack_key, pack)
+        cv2.imwrite(str(folder / "preview.png"), pack.image)
+        info = {
+            "avatar_id": avatar.avatar_id,
+            "name": avatar.name,
+            "gender": avatar.gender,
+            "owner_id": avatar.owner_id,
+            "voice_id": avatar.voice_id,
+        }
+        tmp = folder / "avatar.json.tmp"
+        tmp.write_text(json.dumps(info))
+        tmp.replace(folder / "avatar.json")  # written last: a process that sees it finds everything else
         with self._lock:
-            self._avatars[avatar_id] = avatar
-            self._packs[avatar_id] = pack
-        return avatar
+            self._packs[avatar.pack_key] = pack
+        self._remember(avatar)
 
-    def prepare(self) -> None:
-        """Load (or build) every installed avatar's pack now, so that no session waits for one."""
-        for avatar_id in self._avatars:
-            self.pack(avatar_id)
+    def remove(self, key: str) -> None:
+        """Forget a custom avatar and delete its files, pack and previews (nothing for built-ins)."""
+        avatar = self._avatars.get(key)
+        if avatar is not None and avatar.official:
+            return
+        with self._lock:
+            if avatar is not None:
+                self._avatars.pop(key, None)
+                self._index.pop((avatar.owner_id, avatar.avatar_id), None)
+            self._packs.pop(key, None)
+            self._portraits.pop(key, None)
+        shutil.rmtree(self.folder(key), ignore_errors=True)
+        for path in [*self._pack_dir.glob(f"{key}-*.npz"), *self._cache_dir.glob(f"{key}-*.jpg")]:
+            path.unlink(missing_ok=True)
 
-    def portrait(self, avatar_id: str) -> Any:
+    def stale(self) -> builtins.list[str]:
+        """Keys of installed avatars whose pack was built by other builder code (rebuilt on first use)."""
+        return [key for key in self._avatars if not self._pack_path(key).exists()]
+
+    def prepare(self, keys: Iterable[str] | None = None) -> None:
+        """Load (or build) these avatars' packs now (default: all), so that no session waits for one."""
+        for key in list(self._avatars) if keys is None else keys:
+            self.pack(key)
+
+    def portrait(self, key: str) -> Any:
         """The avatar's portrait as a 512x512 BGR image (loaded once, shared by every session)."""
-        if avatar_id not in self._portraits:
-            image = cv2.imread(str(self._avatars[avatar_id].image), cv2.IMREAD_COLOR)
+        if key not in self._portraits:
+            image = cv2.imread(str(self._avatars[key].image), cv2.IMREAD_COLOR)
             if image is None:
-                raise FileNotFoundError(self._avatars[avatar_id].image)
+                raise FileNotFoundError(self._avatars[key].image)
             square = square_crop(image)
-            self._portraits[avatar_id] = cv2.resize(square, (PREVIEW_SIZE, PREVIEW_SIZE), interpolation=cv2.INTER_AREA)
-        return self._portraits[avatar_id]
+            self._portraits[key] = cv2.resize(square, (PREVIEW_SIZE, PREVIEW_SIZE), interpolation=cv2.INTER_AREA)
+        return self._portraits[key]
 
-    def preview(self, avatar_id: str, kind: Literal["preview", "thumbnail"]) -> Path | None:
-        """A JPEG preview (512 px) or thumbnail (160 px) of the avatar, made on first use."""
-        avatar = self._avatars.get(avatar_id)
-        if avatar is None:
+    def _preview_source(self, key: str) -> Path | None:
+        avatar = self._avatars.get(key)
+        if avatar is not None and avatar.official:
+            return avatar.image
+        try:
+            folder = self.folder(key)
+        except ValueError:
             return None
-        path = self._cache_dir / f"{avatar_id}-{kind}.jpg"
-        if not path.exists():
-            image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
+        for name in ("preview.png", "portrait.png"):
+            if (folder / name).is_file():
+                return folder / name
+        return None
+
+    def preview(self, key: str, kind: Literal["preview", "thumbnail"]) -> Path | None:
+        """A JPEG preview (512 px) or thumbnail (160 px) of the avatar (also while it is being built)."""
+        source = self._preview_source(key)
+        if source is None:
+            return None
+        path = self._cache_dir / f"{key}-{kind}.jpg"
+        if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
+            image = cv2.imread(str(source), cv2.IMREAD_COLOR)
             if image is None:
                 return None
             side = PREVIEW_SIZE if kind == "preview" else THUMBNAIL_SIZE

@@ -40,11 +40,11 @@ def check_image(image: np.ndarray[Any, Any]) -> U8:
 
 def detect(img: U8) -> F64:
     """Landmarks (478 x 3, pixels) of the photo's one face; raises ParamError for none or several."""
-    faces = _face_meshes(img)
+    faces = face_meshes(img)
     if not faces and max(img.shape[:2]) <= 2048:
         # a second look at twice the size tells a face too small to use from no face at all
         big = np.asarray(cv2.resize(img, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC), np.uint8)
-        faces = [f / 2.0 for f in _face_meshes(big)]
+        faces = [f / 2.0 for f in face_meshes(big)]
     if not faces:
         raise ParamError("no face was found in the photo; use a clear, front-facing portrait")
     faces.sort(key=lambda a: -float(np.ptp(a[:, 1])))
@@ -53,7 +53,8 @@ def detect(img: U8) -> F64:
     return faces[0]
 
 
-def _face_meshes(img: U8) -> list[F64]:
+def face_meshes(img: U8) -> list[F64]:
+    """Landmarks (478 x 3, pixels) of up to two faces in the image, as MediaPipe finds them."""
     import mediapipe as mp  # build time only: the renderer never imports it
 
     with mp.solutions.face_mesh.FaceMesh(
@@ -78,21 +79,31 @@ def check_face(lm: F64, w: int, h: int) -> None:
     pad = 0.03 * face_h
     if lm[:, 0].min() < -pad or lm[:, 1].min() < -pad or lm[:, 0].max() > w + pad or lm[:, 1].max() > h + pad:
         raise ParamError("the face is cut off by the edge of the photo; use one that shows the whole head")
+    yaw, pitch, roll = head_angles(lm)
+    if abs(yaw) > 20 or abs(pitch) > 25 or abs(roll) > 20:
+        raise ParamError(
+            f"the face is turned too far (yaw {yaw:.0f}, pitch {pitch:.0f}, tilt {roll:.0f} degrees); "
+            "use a front-facing portrait"
+        )
+    if mouth_opening(lm) > 0.3:
+        raise ParamError("the mouth is open in the photo; use one with a closed or gently smiling mouth")
+
+
+def head_angles(lm: F64) -> tuple[float, float, float]:
+    """Yaw, pitch and roll of the face in degrees (0, 0, 0: looking straight at the camera)."""
     up, side = lm[152] - lm[10], lm[454] - lm[234]
     n = np.cross(side, up)
     n /= np.linalg.norm(n)
     yaw, pitch = np.degrees(np.arctan2(n[0], n[2])), np.degrees(np.arctan2(n[1], n[2]))
     eye = lm[263, :2] - lm[33, :2]
     roll = np.degrees(np.arctan2(eye[1], eye[0]))
-    if abs(yaw) > 20 or abs(pitch) > 25 or abs(roll) > 20:
-        raise ParamError(
-            f"the face is turned too far (yaw {yaw:.0f}, pitch {pitch:.0f}, tilt {roll:.0f} degrees); "
-            "use a front-facing portrait"
-        )
-    mw = mouth_width(lm)
+    return float(yaw), float(pitch), float(roll)
+
+
+def mouth_opening(lm: F64) -> float:
+    """The widest gap between the lips as a share of the mouth's width (0: closed)."""
     gap = float(np.max(lm[list(LOWER_INNER), 1] - lm[list(UPPER_INNER), 1]))
-    if gap > 0.3 * mw:
-        raise ParamError("the mouth is open in the photo; use one with a closed or gently smiling mouth")
+    return gap / mouth_width(lm)
 
 
 def crop(img: U8, lm: F64) -> tuple[U8, F64]:

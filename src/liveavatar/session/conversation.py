@@ -43,9 +43,17 @@ async def retell(text: str) -> TextSource:
 
 
 def voice_for(voices: VoiceRegistry, settings: SessionSettings) -> Voice:
-    """The session's voice: the one chosen, else the language's default voice."""
+    """The session's voice: the one chosen, else the avatar's (if it speaks the language), else the language's."""
     voice = voices.get(settings.voice_id) if settings.voice_id else None
+    if voice is None and settings.avatar_voice_id:
+        own = voices.get(settings.avatar_voice_id)
+        if own is not None and (not settings.language or _primary(own.language) == _primary(settings.language)):
+            voice = own
     return voice or voices.default_voice(settings.language)
+
+
+def _primary(language: str) -> str:
+    return language.replace("_", "-").split("-", 1)[0].lower()
 
 
 @dataclass(frozen=True)

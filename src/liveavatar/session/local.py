@@ -11,9 +11,10 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from liveavatar.avatars.voice import matching_voice_id
 from liveavatar.errors import NotFound, SessionClosed
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.render.motion import Motion
@@ -92,9 +93,10 @@ class LocalHost:
         if self._closing:
             raise SessionClosed("this host is shutting down")
         kit = self.kit
-        if kit.avatars.get(spec.avatar_id) is None:
+        avatar = kit.avatars.get(spec.avatar_id, spec.owner_id)
+        if avatar is None:
             raise NotFound(f"avatar {spec.avatar_id!r} does not exist")
-        pack = await asyncio.to_thread(kit.avatars.pack, spec.avatar_id)
+        pack = await asyncio.to_thread(kit.avatars.pack, avatar.pack_key)
         knowledge = None
         if spec.knowledge is not None:
             knowledge = Knowledge(spec.knowledge.kb_id, spec.knowledge.prompt, spec.knowledge.prologue)
@@ -102,7 +104,10 @@ class LocalHost:
         session = Session(
             session_id,
             spec.owner_id,
-            SessionSettings.from_create(spec.avatar_id, spec.mode_type, spec.params),
+            replace(
+                SessionSettings.from_create(spec.avatar_id, spec.mode_type, spec.params),
+                avatar_voice_id=avatar.voice_id or matching_voice_id(kit.voices, avatar.gender),
+            ),
             source=AvatarSource(Renderer(pack), Motion(seed=hash(session_id) & 0xFFFF)),
             voices=kit.voices,
             allow_private_urls=kit.allow_private_urls,

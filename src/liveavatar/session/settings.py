@@ -29,6 +29,8 @@ class SessionSettings:
     stt_type: str | None = None
     turn: TurnSettings = field(default_factory=TurnSettings)
     profile: TransportProfile = PROFILES["webrtc"]
+    avatar_voice_id: str | None = None
+    """The avatar's own voice: spoken with when no voice was chosen and the language allows it."""
 
     @classmethod
     def from_create(cls, avatar_id: str, mode: int, params: dict[str, Any]) -> SessionSettings:

@@ -7,6 +7,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Final, Literal
 
 from liveavatar.errors import LiveAvatarError, NotFound, ParamError
@@ -52,6 +53,7 @@ def discover_voices() -> list[Voice]:
         log.warning("no espeak-ng voices: %s", exc.msg)
         infos = []
     voices.extend(espeak_voices(infos))
+    voices.extend(espeak_female_voices(voices))
     return voices
 
 
@@ -99,6 +101,27 @@ def espeak_voices(infos: Iterable[EspeakVoiceInfo]) -> list[Voice]:
             )
         )
     return voices
+
+
+ESPEAK_FEMALE_VARIANT: Final = "f3"
+"""The espeak-ng variant that gives the female English voices (no female English neural voice is packaged)."""
+ESPEAK_FEMALE_LOCALES: Final = ("en-US", "en-GB")
+
+
+def espeak_female_voices(voices: Iterable[Voice]) -> list[Voice]:
+    """A female variant of espeak-ng's American and British English voices (same phoneme timings)."""
+    return [
+        replace(
+            voice,
+            voice_id=f"{voice.voice_id}-female",
+            name=f"{voice.name}, female",
+            gender="female",
+            engine_voice=f"{voice.engine_voice or voice.language}+{ESPEAK_FEMALE_VARIANT}",
+            aliases=(),
+        )
+        for voice in voices
+        if voice.engine == "espeak" and voice.language in ESPEAK_FEMALE_LOCALES
+    ]
 
 
 def normalize_language(code: str) -> str:

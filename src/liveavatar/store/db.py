@@ -10,6 +10,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from liveavatar.store.avatars import AvatarRepository
 from liveavatar.store.keys import KeyRepository
 from liveavatar.store.knowledge import KnowledgeRepository
 from liveavatar.store.nodes import NodeRepository
@@ -47,6 +48,7 @@ class Store:
         self.sessions = SessionRepository(sessionmaker)
         self.knowledge = KnowledgeRepository(sessionmaker)
         self.nodes = NodeRepository(sessionmaker)
+        self.avatars = AvatarRepository(sessionmaker)
 
     async def migrate(self) -> None:
         """Bring the schema up to date (Alembic, idempotent)."""

@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Integer,
     SmallInteger,
@@ -87,3 +88,27 @@ class NodeRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[int] = mapped_column(BigInteger)
     seen_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class AvatarRow(Base):
+    """A custom avatar built from a photo or video: its owner, its build status and what went wrong."""
+
+    __tablename__ = "avatars"
+    __table_args__ = (UniqueConstraint("owner_id", "avatar_id", name="uq_avatar_owner_avatar_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True, default=None)
+    """The API key that created it; None for avatars the operator built with the CLI (visible to every key)."""
+    avatar_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    gender: Mapped[str] = mapped_column(String(16), default="")
+    voice_id: Mapped[str] = mapped_column(String(100), default="")
+    source: Mapped[str] = mapped_column(Text)
+    """The URL it was made from, or `upload:<file name>` for an uploaded file."""
+    url_from: Mapped[int] = mapped_column(SmallInteger, default=1)
+    status: Mapped[int] = mapped_column(SmallInteger, index=True)
+    msg: Mapped[str] = mapped_column(Text, default="")
+    stage: Mapped[str] = mapped_column(String(100), default="")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    create_time: Mapped[int] = mapped_column(BigInteger)
+    update_time: Mapped[int] = mapped_column(BigInteger)
