@@ -23,6 +23,8 @@ MAX_SOURCE_BYTES: Final = 100 * 1024 * 1024
 MAX_IMAGE_BYTES: Final = 25 * 1024 * 1024
 MAX_VIDEO_SECONDS: Final = 120.0
 """Longest video accepted; only one frame is used until video-loop avatars exist."""
+FALLBACK_FRAMES: Final = 3
+"""Next-best video frames kept in case the builder refuses the best one."""
 VIDEO_SAMPLES: Final = 24
 """Frames of a video looked at when choosing the portrait, evenly spread over the clip."""
 DETECT_SIDE: Final = 1024
@@ -41,6 +43,8 @@ class Portrait:
     kind: Kind
     note: str = ""
     """For a video: which frame was chosen, and why."""
+    fallbacks: tuple[tuple[str, U8], ...] = ()
+    """For a video: the next best frames (note, image), tried in order when the best one cannot be built."""
 
 
 def sniff(data: bytes) -> Kind | None:
@@ -81,7 +85,7 @@ def frame_score(lm: np.ndarray[Any, Any], others: int) -> float:
 def best_frame(data: bytes, *, max_seconds: float = MAX_VIDEO_SECONDS, progress: Progress | None = None) -> Portrait:
     """The video frame with the best frontal face (face detection on up to VIDEO_SAMPLES frames)."""
     frames = sample_frames(data, max_seconds=max_seconds)
-    best: tuple[float, int] | None = None
+    scored: list[tuple[float, int]] = []
     for index, (_, frame) in enumerate(frames):
         if progress is not None:
             progress("looking for the best frame of the video", 0.1 * index / len(frames))
@@ -93,15 +97,14 @@ def best_frame(data: bytes, *, max_seconds: float = MAX_VIDEO_SECONDS, progress:
         faces.sort(key=lambda f: -float(np.ptp(f[:, 1])))
         main = faces[0] / scale
         others = sum(1 for f in faces[1:] if np.ptp(f[:, 1]) > 0.6 * np.ptp(faces[0][:, 1]))
-        score = frame_score(main, others)
-        if best is None or score > best[0]:
-            best = (score, index)
-    if best is None:
+        scored.append((frame_score(main, others), index))
+    if not scored:
         raise ParamError("no face was found in the video; use a clip of one person facing the camera")
-    seconds, image = frames[best[1]]
-    note = f"frame at {seconds:.1f} s, the most frontal of {len(frames)} looked at"
-    log.info("avatar from a video: %s", note)
-    return Portrait(image, "video", note)
+    ranked = [frames[index] for _, index in sorted(scored, reverse=True)[: 1 + FALLBACK_FRAMES]]
+    notes = [f"the frame at {seconds:.1f} s, chosen from {len(frames)} looked at" for seconds, _ in ranked]
+    log.info("avatar from a video: %s", notes[0])
+    fallbacks = tuple((note, image) for note, (_, image) in zip(notes[1:], ranked[1:], strict=True))
+    return Portrait(ranked[0][1], "video", notes[0], fallbacks)
 
 
 def sample_frames(data: bytes, *, max_seconds: float = MAX_VIDEO_SECONDS) -> list[tuple[float, U8]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -229,15 +230,25 @@ class AvatarJobs:
         portrait = read_portrait(data, max_seconds=self._max_video_seconds, progress=report)
         folder = self.registry.folder(row.id)
         folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / PORTRAIT), portrait.image)
-        pack = build_pack(
-            portrait.image,
-            avatar_id=row.avatar_id,
-            name=row.name,
-            gender=row.gender,
-            progress=lambda stage, fraction: report(stage, 0.1 + 0.85 * fraction),
-        )
-        return portrait, pack
+        candidates = [(portrait.note, portrait.image), *portrait.fallbacks]
+        first_error: LiveAvatarError | None = None
+        for note, image in candidates:
+            cv2.imwrite(str(folder / PORTRAIT), image)
+            try:
+                pack = build_pack(
+                    image,
+                    avatar_id=row.avatar_id,
+                    name=row.name,
+                    gender=row.gender,
+                    progress=lambda stage, fraction: report(stage, 0.1 + 0.85 * fraction),
+                )
+            except LiveAvatarError as exc:  # a video's next-best frame may still work
+                log.info("avatar %r: %s cannot be used: %s", row.avatar_id, note or "the photo", exc.msg)
+                first_error = first_error or exc
+                continue
+            return replace(portrait, image=image, note=note), pack
+        assert first_error is not None
+        raise first_error
 
     async def delete(self, avatar_id: str, owner_id: int | None) -> bool:
         """Delete an avatar (stopping its build) with its files; False when the owner has none by this id."""
