@@ -103,7 +103,8 @@ async def speak_and_record(
     api: LiveAvatarApi, text: str, pack_dir: Path
 ) -> tuple[Recording, str, list[dict[str, Any]]]:
     """Join a session, say `text`, record the streams until audio_end; returns the recording, bot text, events."""
-    session = await api.create_session("astronaut")
+    # The packaged Piper voice: what Whisper hears is checked word by word (the astronaut's own voice is espeak-ng's).
+    session = await api.create_session("astronaut", voice_id="piper-en-us-joe")
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK)
     try:
         await asyncio.wait_for(conn.video.get(), 10)

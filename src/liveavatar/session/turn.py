@@ -70,7 +70,7 @@ class Spoken:
         if stop <= self.start:
             return ""
         words = self.text.split()
-        if self.phonemes:
+        if any(p.phoneme == WORD_GAP for p in self.phonemes):  # espeak-ng's timings mark no word gaps
             begun = 1 + sum(1 for p in self.phonemes if p.phoneme == WORD_GAP and self.start + p.end <= stop)
         else:
             begun = math.ceil(len(words) * (stop - self.start) / (self.end - self.start))
