@@ -259,3 +259,14 @@ def test_a_restart_mid_build_resumes_it(make_server: Callable[..., Server], file
     assert ready["status"] == 3, ready
     assert "resuming the build of avatar 'resumed'" in server.log()
     assert face_in_session(server, alice, "resumed") == 1
+
+
+def test_builtin_avatars_speak_with_a_voice_of_their_gender(deployment: Deployment) -> None:
+    alice = deployment.alice
+    voices = {v["voice_id"]: v for v in alice.get("/api/open/v4/voice/list", size=1000)["data"]["result"]}
+    builtin = [avatar for avatar in alice.get(LIST)["data"]["result"] if avatar["from"] == 2]
+    assert {avatar["avatar_id"] for avatar in builtin} == {"astronaut", "grace_hopper"}
+    for avatar in builtin:
+        assert avatar["gender"] == "female" and voices[avatar["voice_id"]]["gender"] == "female", avatar
+        assert voices[avatar["voice_id"]]["language"].startswith("en")
+        assert alice.get(DETAIL, avatar_id=avatar["avatar_id"])["data"]["voice_id"] == avatar["voice_id"]

@@ -172,3 +172,63 @@ async def test_fake_tts_speed_pron_map_and_requests() -> None:
     ]
     with pytest.raises(ParamError):
         [c async for c in fake.synthesize("abc", FAKE_VOICE, speed=3.0)]
+
+
+def test_female_english_voices_are_espeak_variants_that_speak_higher() -> None:
+    from liveavatar.speech.voices import ESPEAK_FEMALE_VARIANT
+
+    voices = {voice.voice_id: voice for voice in discover_voices()}
+    for base in ("espeak-en-us", "espeak-en"):
+        female = voices[f"{base}-female"]
+        assert female.gender == "female" and female.engine == "espeak" and female.aliases == ()
+        assert female.language == voices[base].language
+        assert female.engine_voice == f"{voices[base].engine_voice}+{ESPEAK_FEMALE_VARIANT}"
+    # English still defaults to the packaged Piper voice, British English to espeak-ng's own voice.
+    registry = VoiceRegistry(voices.values())
+    assert registry.default_voice("en").voice_id == PIPER_JOE.voice_id
+    assert registry.default_voice("en-GB").voice_id == "espeak-en"
+
+    def pitch(voice_id: str) -> float:
+        tts = EspeakTTS()
+        chunk = tts.synthesize_sentence("Hello, I will answer your questions today.", voices[voice_id])
+        assert chunk is not None
+        x = chunk.audio.astype(np.float64)
+        rate = chunk.sample_rate
+        lo, hi = rate // 400, rate // 70
+        found = []
+        for start in range(0, len(x) - 2048, 1024):
+            frame = x[start : start + 2048]
+            if np.abs(frame).mean() < 300:
+                continue
+            ac = np.correlate(frame, frame, "full")[2047:]
+            found.append(rate / (lo + int(np.argmax(ac[lo:hi]))))
+        return float(np.median(found))
+
+    assert pitch("espeak-en-us-female") > 1.6 * pitch("espeak-en-us")
+
+
+def test_avatars_get_a_voice_of_their_gender() -> None:
+    from liveavatar.avatars.voice import matching_voice_id
+
+    registry = VoiceRegistry(discover_voices())
+    female = registry.get(matching_voice_id(registry, "female"))
+    assert female is not None and female.gender == "female" and female.language.startswith("en")
+    assert female.locale == PIPER_JOE.locale  # the same accent as the default English voice
+    assert matching_voice_id(registry, "male") == PIPER_JOE.voice_id
+    assert matching_voice_id(registry, "") == PIPER_JOE.voice_id
+    assert matching_voice_id(VoiceRegistry([PIPER_JOE]), "female") == PIPER_JOE.voice_id  # none of hers: default
+    assert matching_voice_id(registry, "female", "xx") == ""
+
+
+def test_a_session_speaks_with_its_avatars_voice_unless_told_otherwise() -> None:
+    from liveavatar.session.conversation import voice_for
+    from liveavatar.session.settings import SessionSettings
+
+    registry = VoiceRegistry(discover_voices())
+    own = "espeak-en-us-female"
+    assert voice_for(registry, SessionSettings("a", avatar_voice_id=own)).voice_id == own
+    assert voice_for(registry, SessionSettings("a", avatar_voice_id=own, language="en-GB")).voice_id == own
+    assert voice_for(registry, SessionSettings("a", avatar_voice_id=own, language="de")).language == "de"
+    chosen = SessionSettings("a", avatar_voice_id=own, voice_id=PIPER_JOE.voice_id)
+    assert voice_for(registry, chosen) == PIPER_JOE
+    assert voice_for(registry, SessionSettings("a")) == PIPER_JOE
