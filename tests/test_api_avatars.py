@@ -221,11 +221,11 @@ def test_upload_then_delete(private_ok: Deployment, files: tuple[str, Path]) -> 
         reply = alice.call(
             "POST",
             UPLOAD,
-            data={"avatar_id": "uploaded", "name": "Uploaded", "gender": "female"},
+            data={"avatar_id": "uploaded", "name": "Uploaded", "gender": "female", "framing": "original"},
             files={"file": ("grace.jpg", handle, "image/jpeg")},
         )
     assert reply["code"] == 1000, reply
-    assert reply["data"]["gender"] == "female" and reply["data"]["voice_id"]
+    assert reply["data"]["gender"] == "female" and reply["data"]["voice_id"] and reply["data"]["framing"] == "original"
     ready = wait_for(alice, "uploaded", finished)
     assert ready["status"] == 3, ready
     pack_files = list(private_ok.server.data_dir.glob(f"avatars/custom/{ready['_id']}/*"))

@@ -207,6 +207,9 @@ def avatar_build(
     name: Annotated[str, typer.Option(help="Display name.")],
     gender: Annotated[str, typer.Option(help="female, male, or empty; picks the matching voice.")] = "",
     voice: Annotated[str | None, typer.Option(help="Default voice id (default: one matching the gender).")] = None,
+    keep_framing: Annotated[
+        bool, typer.Option("--keep-framing", help="Keep the photo's framing instead of zooming to head and shoulders.")
+    ] = False,
     owner: Owner = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -232,6 +235,7 @@ def avatar_build(
             source=f"file:{source.name}",
             gender=gender,
             voice_id=voice,
+            framing="original" if keep_framing else "presenter",
         )
         await jobs.create(row, source.read_bytes(), queue=False)
         done = await jobs.build(row.id, progress=_progress)

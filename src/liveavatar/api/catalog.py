@@ -42,6 +42,8 @@ class AvatarCreate(Body):
     """liveavatar extension: picks the matching default voice."""
     voice_id: str | None = Field(None, max_length=100)
     """liveavatar extension: the avatar's default voice."""
+    framing: Literal["presenter", "original"] = "presenter"
+    """liveavatar extension: zoom to head and shoulders, or keep the photo's own framing."""
 
 
 class AvatarRef(Body):
@@ -71,6 +73,7 @@ def custom_view(row: AvatarRow, jobs: AvatarJobs, base: str) -> dict[str, Any]:
         "stage": stage,
         "progress": round(progress, 3),
         "url_from": row.url_from,
+        "framing": row.framing,
         "create_time": row.create_time,
         "update_time": row.update_time,
     }
@@ -124,6 +127,7 @@ async def create_avatar(body: AvatarCreate, principal: Auth, services: ServicesD
         url_from=body.url_from,
         gender=body.gender or "",
         voice_id=body.voice_id,
+        framing=body.framing,
     )
     await jobs.create(row)
     return ok(custom_view(row, jobs, base_url(request, services)))
@@ -139,6 +143,7 @@ async def upload_avatar(
     file: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo, or MP4, WebM or MOV video, up to 100 MB")],
     gender: Annotated[Literal["male", "female"] | None, Form()] = None,
     voice_id: Annotated[str | None, Form(max_length=100)] = None,
+    framing: Annotated[Literal["presenter", "original"], Form()] = "presenter",
 ) -> Any:
     """Like create, with the file in the request (multipart/form-data) instead of a URL."""
     data = await file.read(UPLOAD_MAX_BYTES + 1)
@@ -154,6 +159,7 @@ async def upload_avatar(
         source=f"upload:{(file.filename or 'file')[:200]}",
         gender=gender or "",
         voice_id=voice_id or None,
+        framing=framing,
     )
     await jobs.create(row, data)
     return ok(custom_view(row, jobs, base_url(request, services)))

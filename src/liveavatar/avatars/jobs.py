@@ -22,6 +22,7 @@ from liveavatar.clock import new_id, now_ms
 from liveavatar.errors import AlreadyExists, LiveAvatarError, NotFound, ParamError, ProcessingError
 from liveavatar.fetch import fetch
 from liveavatar.render.avatars import Avatar, AvatarRegistry
+from liveavatar.render.detection import Framing
 from liveavatar.render.pack import AvatarPack
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store import Store
@@ -75,6 +76,7 @@ class AvatarJobs:
         url_from: int = 1,
         gender: str = "",
         voice_id: str | None = None,
+        framing: Framing = "presenter",
     ) -> AvatarRow:
         """A queueing avatar row: checks the id and voice, picks the voice that matches the gender."""
         if any(avatar.avatar_id == avatar_id for avatar in self.registry.builtin()):
@@ -93,6 +95,7 @@ class AvatarJobs:
             voice_id=voice_id or matching_voice_id(self.voices, gender),
             source=source,
             url_from=url_from,
+            framing=framing,
             status=int(AvatarStatus.QUEUEING),
             msg="",
             stage="queued",
@@ -180,6 +183,7 @@ class AvatarJobs:
                 key=row.id,
                 owner_id=row.owner_id,
                 voice_id=row.voice_id,
+                framing=_framing(row.framing),
             )
             report("installing", 1.0)
             await asyncio.to_thread(self.registry.install, avatar, pack)
@@ -240,6 +244,7 @@ class AvatarJobs:
                     avatar_id=row.avatar_id,
                     name=row.name,
                     gender=row.gender,
+                    framing=_framing(row.framing),
                     progress=lambda stage, fraction: report(stage, 0.1 + 0.85 * fraction),
                 )
             except LiveAvatarError as exc:  # a video's next-best frame may still work
@@ -265,6 +270,10 @@ class AvatarJobs:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+
+
+def _framing(value: str) -> Framing:
+    return "original" if value == "original" else "presenter"
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import cv2
 
+from liveavatar.render.detection import Framing
 from liveavatar.render.pack import AvatarPack
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Avatar:
     """The API key a custom avatar belongs to; None: every key sees it."""
     voice_id: str = ""
     """The voice it speaks with unless a session asks for another; "" lets the server choose."""
+    framing: Framing = "presenter"
 
     @property
     def pack_key(self) -> str:
@@ -185,6 +187,7 @@ class AvatarRegistry:
                     key=meta.parent.name,
                     owner_id=info.get("owner_id"),
                     voice_id=str(info.get("voice_id") or ""),
+                    framing="original" if info.get("framing") == "original" else "presenter",
                 )
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("skipping the custom avatar in %s: %s", meta.parent, exc)
@@ -249,7 +252,9 @@ class AvatarRegistry:
 
         log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
         image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
-        pack = build_pack(image, avatar_id=avatar.avatar_id, name=avatar.name, gender=avatar.gender)
+        pack = build_pack(
+            image, avatar_id=avatar.avatar_id, name=avatar.name, gender=avatar.gender, framing=avatar.framing
+        )
         self._save_pack(avatar.pack_key, pack)
         return pack
 
@@ -272,6 +277,7 @@ class AvatarRegistry:
             "gender": avatar.gender,
             "owner_id": avatar.owner_id,
             "voice_id": avatar.voice_id,
+            "framing": avatar.framing,
         }
         tmp = folder / "avatar.json.tmp"
         tmp.write_text(json.dumps(info))

@@ -11,7 +11,7 @@ import numpy as np
 from liveavatar.errors import ProcessingError
 from liveavatar.render.appearance import eyelid, mouth_colors, rest_face, synthetic_teeth, wears_glasses
 from liveavatar.render.arrays import F16, F64, U8, smoothstep
-from liveavatar.render.detection import check_face, check_image, crop, detect
+from liveavatar.render.detection import Framing, check_face, check_image, crop, detect
 from liveavatar.render.fields import basis, crop_field, field_from_vertices, min_area_ratio
 from liveavatar.render.landmarks import N_LANDMARKS, OVAL, face_height
 from liveavatar.render.matting import decontaminate, person_mask
@@ -27,9 +27,14 @@ def build_pack(
     avatar_id: str,
     name: str,
     gender: str = "",
+    framing: Framing = "presenter",
     progress: Progress | None = None,
 ) -> AvatarPack:
-    """Prepare a portrait for animation; raises ParamError for a photo it cannot animate well."""
+    """Prepare a portrait for animation; raises ParamError for a photo it cannot animate well.
+
+    Presenter framing zooms in on the face; where that makes the warp fold (the mesh's outer rings leave
+    the frame), the photo's original framing is used instead.
+    """
 
     def report(stage: str, frac: float) -> None:
         if progress is not None:
@@ -39,7 +44,23 @@ def build_pack(
     report("finding the face", 0.05)
     lm = detect(img)
     check_face(lm, img.shape[1], img.shape[0])
-    img, lm = crop(img, lm)
+    try:
+        return _build(img, lm, framing, report, avatar_id=avatar_id, name=name, gender=gender)
+    except Folds:
+        if framing == "original":
+            raise
+        report("framing the photo as it is", 0.3)
+        return _build(img, lm, "original", report, avatar_id=avatar_id, name=name, gender=gender)
+
+
+class Folds(ProcessingError):
+    """The warp folds over on this face."""
+
+
+def _build(
+    img: U8, lm: F64, framing: Framing, report: Progress, *, avatar_id: str, name: str, gender: str
+) -> AvatarPack:
+    img, lm = crop(img, lm, framing)
     report("separating the person from the background", 0.35)
     alpha = person_mask(img, lm)
     img = decontaminate(img, alpha)
@@ -59,7 +80,7 @@ def build_pack(
     report("checking the warp for folds", 0.85)
     min_jac = min_area_ratio(mesh, deltas, depth_v)
     if min_jac <= 0.05:
-        raise ProcessingError(f"the warp folds over on this face (min Jacobian {min_jac:.3f})")
+        raise Folds(f"the warp folds over on this face (min Jacobian {min_jac:.3f})")
     band, head_weight, pivot, shoulder = _head_region(img, lm, alpha, fields, depth)
     n = N_LANDMARKS
     pack = AvatarPack(
@@ -82,7 +103,12 @@ def build_pack(
         eyes=[eyelid(img, lm, i) for i in range(2)],
         teeth=teeth if teeth is not None else synthetic_teeth(img, lm),
         mouth_colors=mouth_colors(img, lm),
-        meta={"min_jacobian": round(float(min_jac), 4), "photo_teeth": teeth is not None, "glasses": glasses},
+        meta={
+            "min_jacobian": round(float(min_jac), 4),
+            "photo_teeth": teeth is not None,
+            "glasses": glasses,
+            "framing": framing,
+        },
     )
     report("done", 1.0)
     return pack

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -17,6 +17,12 @@ MIN_FACE_PX = 96
 """Smallest face the builder accepts: forehead landmark to chin, in pixels of the photo."""
 MAX_SIDE = 4096
 """Larger photos are scaled down to this side before anything else."""
+FACE_SHARE = 0.26
+"""Presenter framing: the face's width (cheek to cheek) as a share of the frame's."""
+MAX_ZOOM = 1.75
+"""Presenter framing never enlarges the photo's pixels more than this."""
+
+Framing = Literal["presenter", "original"]
 
 
 def check_image(image: np.ndarray[Any, Any]) -> U8:
@@ -106,11 +112,19 @@ def mouth_opening(lm: F64) -> float:
     return gap / mouth_width(lm)
 
 
-def crop(img: U8, lm: F64) -> tuple[U8, F64]:
-    """Square crop around head and shoulders, scaled to SIZE (never upscaled past the photo's size)."""
+def crop(img: U8, lm: F64, framing: Framing = "presenter") -> tuple[U8, F64]:
+    """Square crop around head and shoulders, scaled to SIZE.
+
+    "presenter": the face spans about FACE_SHARE of the width, as on a video call (zoomed in at most
+    MAX_ZOOM times past the photo's own pixels); "original": the largest square the photo has, no zoom.
+    """
     h, w = img.shape[:2]
     face_h = face_height(lm)
-    side = int(min(w, h, max(SIZE, face_h / 0.3)))
+    face_w = float(np.linalg.norm(lm[454, :2] - lm[234, :2]))
+    if framing == "original":
+        side = min(w, h)
+    else:
+        side = int(min(w, h, max(SIZE / MAX_ZOOM, face_w / FACE_SHARE, face_h / 0.45)))
     cx = float(lm[list(OVAL), 0].mean())
     top_of_head = float(lm[10, 1]) - 0.75 * face_h
     y0 = top_of_head - 0.06 * side

@@ -106,6 +106,8 @@ class AvatarRow(Base):
     source: Mapped[str] = mapped_column(Text)
     """The URL it was made from, or `upload:<file name>` for an uploaded file."""
     url_from: Mapped[int] = mapped_column(SmallInteger, default=1)
+    framing: Mapped[str] = mapped_column(String(16), default="presenter")
+    """"presenter" (zoomed to head and shoulders) or "original" (the photo's own framing)."""
     status: Mapped[int] = mapped_column(SmallInteger, index=True)
     msg: Mapped[str] = mapped_column(Text, default="")
     stage: Mapped[str] = mapped_column(String(100), default="")

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("voice_id", sa.String(100), nullable=False, server_default=""),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("url_from", sa.SmallInteger(), nullable=False, server_default="1"),
+        sa.Column("framing", sa.String(16), nullable=False, server_default="presenter"),
         sa.Column("status", sa.SmallInteger(), nullable=False),
         sa.Column("msg", sa.Text(), nullable=False, server_default=""),
         sa.Column("stage", sa.String(100), nullable=False, server_default=""),
