@@ -189,8 +189,7 @@ def test_female_english_voices_are_espeak_variants_that_speak_higher() -> None:
     assert registry.default_voice("en-GB").voice_id == "espeak-en"
 
     def pitch(voice_id: str) -> float:
-        tts = EspeakTTS()
-        chunk = tts.synthesize_sentence("Hello, I will answer your questions today.", voices[voice_id])
+        chunk = EspeakEngine().speak("Hello, I will answer your questions today.", voices[voice_id], 1.0)
         assert chunk is not None
         x = chunk.audio.astype(np.float64)
         rate = chunk.sample_rate
