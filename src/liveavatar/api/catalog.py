@@ -105,8 +105,8 @@ async def avatar_detail(
     principal: Auth, services: ServicesDep, request: Request, avatar_id: Annotated[str, Query(min_length=1)]
 ) -> Any:
     base = base_url(request, services)
-    avatar = services.avatars.get(avatar_id)
-    if avatar is not None and avatar.official:
+    avatar = services.avatars.official(avatar_id)
+    if avatar is not None:
         return ok(avatar.to_api(base, matching_voice_id(services.voices, avatar.gender)))
     row = await services.store.avatars.get(avatar_id, principal.key_id)
     if row is None:
@@ -167,8 +167,7 @@ async def upload_avatar(
 
 @router.post("/api/open/v3/avatar/delete", summary="Delete one of the caller's avatars (liveavatar extension)")
 async def delete_avatar(body: AvatarRef, principal: Auth, services: ServicesDep) -> Any:
-    avatar = services.avatars.get(body.avatar_id)
-    if avatar is not None and avatar.official:
+    if services.avatars.official(body.avatar_id) is not None:
         raise NoPermission(f"{body.avatar_id!r} is a built-in avatar")
     if not await services.avatar_jobs.delete(body.avatar_id, principal.key_id):
         raise NotFound(f"avatar {body.avatar_id!r} does not exist")

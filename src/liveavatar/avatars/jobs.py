@@ -79,7 +79,7 @@ class AvatarJobs:
         framing: Framing = "presenter",
     ) -> AvatarRow:
         """A queueing avatar row: checks the id and voice, picks the voice that matches the gender."""
-        if any(avatar.avatar_id == avatar_id for avatar in self.registry.builtin()):
+        if self.registry.official(avatar_id) is not None:
             raise AlreadyExists(f"{avatar_id!r} is a built-in avatar")
         if gender not in GENDERS:
             raise ParamError("gender must be 'male', 'female' or empty")
@@ -120,8 +120,7 @@ class AvatarJobs:
 
     async def check_usable(self, avatar_id: str, owner_id: int) -> None:
         """Raise unless the key may start a session with this avatar now (1008 unknown, 1218 not ready)."""
-        found = self.registry.get(avatar_id, owner_id)
-        if found is not None and found.official:
+        if self.registry.official(avatar_id) is not None:
             return
         row = await self.store.avatars.get(avatar_id, owner_id)
         if row is None:
@@ -133,7 +132,7 @@ class AvatarJobs:
             )
         if row.status == AvatarStatus.FAILED:
             raise ProcessingError(f"avatar {avatar_id!r} could not be built: {row.msg}")
-        if found is None:
+        if self.registry.get(avatar_id, owner_id) is None:
             raise ProcessingError(f"the files of avatar {avatar_id!r} are missing on this server; create it again")
 
     def progress(self, row_id: str) -> tuple[str, float] | None:
@@ -195,6 +194,8 @@ class AvatarJobs:
                 await asyncio.to_thread(self.registry.remove, row_id)
             return done
         except Stopped:
+            if not self._closing:  # deleted: what the build wrote after the files were removed goes too
+                await asyncio.to_thread(self.registry.remove, row_id)
             return None
         except LiveAvatarError as exc:
             log.info("avatar %r cannot be built: %s", row.avatar_id, exc.msg)
@@ -205,7 +206,7 @@ class AvatarJobs:
         finally:
             self._progress.pop(row_id, None)
             self._stopped.discard(row_id)
-            if row_id is not None and not self._closing:
+            if not self._closing:  # a build cut off by shutdown keeps its source for the next server
                 (self.registry.folder(row_id) / SOURCE).unlink(missing_ok=True)
 
     async def _fail(self, row_id: str, msg: str) -> AvatarRow | None:

@@ -207,6 +207,11 @@ class AvatarRegistry:
         """The built-in avatars."""
         return [avatar for avatar in self._avatars.values() if avatar.official]
 
+    def official(self, avatar_id: str) -> Avatar | None:
+        """The built-in avatar with this id (never looks on disk)."""
+        avatar = self._avatars.get(avatar_id)
+        return avatar if avatar is not None and avatar.official else None
+
     def get(self, avatar_id: str, owner_id: int | None = None) -> Avatar | None:
         """The ready avatar `owner_id` knows by this id: built-in, its own, or the operator's."""
         for attempt in range(2):
