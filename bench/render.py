@@ -104,15 +104,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1500)
     parser.add_argument("--images", type=Path, default=None, help="write sample frames to this folder")
+    parser.add_argument("--size", default="512x512", help="frame size WxH (LIVEAVATAR_VIDEO_SIZE)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    size = tuple(int(side) for side in args.size.lower().split("x"))
     mouth = speech(args.frames)
     print(f"{'avatar':<14}{'build s':>9}{'pack MB':>9}{'median ms':>11}{'p95 ms':>9}{'p99 ms':>9}{'cpu med':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for avatar_id, (name, gender, path) in builtin_portraits().items():
             image = cv2.imread(str(path))
             t0 = time.perf_counter()
-            pack = build_pack(image, avatar_id=avatar_id, name=name, gender=gender)
+            pack = build_pack(image, avatar_id=avatar_id, name=name, gender=gender, size=(size[0], size[1]))
             build = time.perf_counter() - t0
             file = Path(tmp) / f"{avatar_id}.npz"
             pack.save(file)

@@ -72,7 +72,7 @@ def build_services(settings: Settings) -> Services:
     """Everything the server needs, created (not started) from the settings."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
-    avatars = AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir)
+    avatars = AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size)
     voices = VoiceRegistry(discover_voices())
     ingestor = Ingestor(
         settings.data_dir / "knowledge",

@@ -177,7 +177,7 @@ def keys_enable(ref: KeyRef, data_dir: DataDir = None) -> None:
 def _registry(settings: Settings) -> AvatarRegistry:
     from liveavatar.render.avatars import AvatarRegistry
 
-    return AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir)
+    return AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size)
 
 
 def _progress(stage: str, fraction: float) -> None:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     """SQLAlchemy URL; SQLite file in the data dir when unset. `postgresql://` works as is."""
     log_level: str = "info"
     pack_dir: Path | None = None
+    video_size: Annotated[tuple[int, int], NoDecode] = (512, 512)
+    """The avatar video's width x height, e.g. `720x720` or `1280x720` (CPU cost grows with the pixels)."""
     """Where built avatar packs are cached; `<data_dir>/avatars/packs` when unset."""
 
     max_sessions: int = Field(8, ge=1)
@@ -87,6 +89,23 @@ class Settings(BaseSettings):
     """Threads of the local model (1 leaves the other cores to media encoding)."""
     llm_state_cache_mb: int = Field(256, ge=0)
     """Saved conversation states of the local model, so a session's next turn doesn't re-read its history."""
+
+    @field_validator("video_size", mode="before")
+    @classmethod
+    def _parse_size(cls, value: object) -> object:
+        if isinstance(value, str):
+            width, sep, height = value.lower().replace(" ", "").partition("x")
+            if not sep or not width.isdigit() or not height.isdigit():
+                raise ValueError("video_size must look like 512x512 or 1280x720")
+            value = (int(width), int(height))
+        return value
+
+    @field_validator("video_size")
+    @classmethod
+    def _check_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not all(128 <= side <= 1920 and side % 2 == 0 for side in value):
+            raise ValueError("video_size: each side must be an even number from 128 to 1920")
+        return value
 
     @field_validator("ice_hosts", "cors_origins", mode="before")
     @classmethod

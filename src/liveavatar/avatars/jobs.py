@@ -246,6 +246,7 @@ class AvatarJobs:
                     name=row.name,
                     gender=row.gender,
                     framing=_framing(row.framing),
+                    size=self.registry.size,
                     progress=lambda stage, fraction: report(stage, 0.1 + 0.85 * fraction),
                 )
             except LiveAvatarError as exc:  # a video's next-best frame may still work

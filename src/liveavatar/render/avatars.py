@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import cv2
 
-from liveavatar.render.detection import Framing
+from liveavatar.errors import LiveAvatarError
+from liveavatar.render.detection import SIZE, Framing
 from liveavatar.render.pack import AvatarPack
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,9 @@ class AvatarRegistry:
     their pack is ready, so any process on the machine that hosts sessions finds them on disk.
     """
 
-    def __init__(self, cache_dir: Path, pack_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path, pack_dir: Path | None = None, size: tuple[int, int] = (SIZE, SIZE)) -> None:
+        self.size = size
+        """Frame size (width, height) every pack of this registry is built at."""
         self._cache_dir = cache_dir
         self._pack_dir = pack_dir or cache_dir / "packs"
         self._custom_dir = cache_dir / "custom"
@@ -247,7 +250,8 @@ class AvatarRegistry:
             return pack
 
     def _pack_path(self, key: str) -> Path:
-        return self._pack_dir / f"{key}-{builder_version()}.npz"
+        sized = "" if self.size == (SIZE, SIZE) else f"-{self.size[0]}x{self.size[1]}"
+        return self._pack_dir / f"{key}-{builder_version()}{sized}.npz"
 
     def _load_or_build(self, avatar: Avatar) -> AvatarPack:
         path = self._pack_path(avatar.pack_key)
@@ -258,7 +262,12 @@ class AvatarRegistry:
         log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
         image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
         pack = build_pack(
-            image, avatar_id=avatar.avatar_id, name=avatar.name, gender=avatar.gender, framing=avatar.framing
+            image,
+            avatar_id=avatar.avatar_id,
+            name=avatar.name,
+            gender=avatar.gender,
+            framing=avatar.framing,
+            size=self.size,
         )
         self._save_pack(avatar.pack_key, pack)
         return pack
@@ -311,9 +320,19 @@ class AvatarRegistry:
         return [key for key in self._avatars if not self._pack_path(key).exists()]
 
     def prepare(self, keys: Iterable[str] | None = None) -> None:
-        """Load (or build) these avatars' packs now (default: all), so that no session waits for one."""
+        """Load (or build) these avatars' packs now (default: all), so that no session waits for one.
+
+        An avatar whose pack cannot be built (at this video size) is logged and left out, not fatal.
+        """
         for key in list(self._avatars) if keys is None else keys:
-            self.pack(key)
+            try:
+                self.pack(key)
+            except LiveAvatarError as exc:
+                log.error("avatar %r cannot be built at %dx%d (%s); it is left out", key, *self.size, exc.msg)
+                with self._lock:
+                    avatar = self._avatars.pop(key, None)
+                    if avatar is not None:
+                        self._index.pop((avatar.owner_id, avatar.avatar_id), None)
 
     def portrait(self, key: str) -> Any:
         """The avatar's portrait as a 512x512 BGR image (loaded once, shared by every session)."""

@@ -11,7 +11,7 @@ import numpy as np
 from liveavatar.errors import ProcessingError
 from liveavatar.render.appearance import eyelid, mouth_colors, rest_face, synthetic_teeth, wears_glasses
 from liveavatar.render.arrays import F16, F64, U8, smoothstep
-from liveavatar.render.detection import Framing, check_face, check_image, crop, detect
+from liveavatar.render.detection import SIZE, Framing, check_face, check_image, crop, detect
 from liveavatar.render.fields import basis, crop_field, field_from_vertices, min_area_ratio
 from liveavatar.render.landmarks import N_LANDMARKS, OVAL, face_height
 from liveavatar.render.matting import decontaminate, person_mask
@@ -28,12 +28,13 @@ def build_pack(
     name: str,
     gender: str = "",
     framing: Framing = "presenter",
+    size: tuple[int, int] = (SIZE, SIZE),
     progress: Progress | None = None,
 ) -> AvatarPack:
     """Prepare a portrait for animation; raises ParamError for a photo it cannot animate well.
 
-    Presenter framing zooms in on the face; where that makes the warp fold (the mesh's outer rings leave
-    the frame), the photo's original framing is used instead.
+    Presenter framing zooms in on the face; where the warp folds at that size, a slightly wider crop is
+    tried, then the photo's original framing.
     """
 
     def report(stage: str, frac: float) -> None:
@@ -44,13 +45,23 @@ def build_pack(
     report("finding the face", 0.05)
     lm = detect(img)
     check_face(lm, img.shape[1], img.shape[0])
-    try:
-        return _build(img, lm, framing, report, avatar_id=avatar_id, name=name, gender=gender)
-    except Folds:
-        if framing == "original":
-            raise
-        report("framing the photo as it is", 0.3)
-        return _build(img, lm, "original", report, avatar_id=avatar_id, name=name, gender=gender)
+    # the fold check is sensitive to the face's size in pixels: a slightly wider crop often passes
+    attempts: list[tuple[Framing, float]] = []
+    if framing == "presenter":
+        attempts += [("presenter", wider) for wider in PRESENTER_WIDER]
+    attempts.append(("original", 1.0))
+    for index, (how, wider) in enumerate(attempts):
+        try:
+            return _build(img, lm, how, size, wider, report, avatar_id=avatar_id, name=name, gender=gender)
+        except Folds:
+            if index == len(attempts) - 1:
+                raise
+            report("framing the photo a little wider", 0.3)
+    raise AssertionError("unreachable")
+
+
+PRESENTER_WIDER = (1.0, 1.15, 1.3, 1.5)
+"""Presenter crops tried in turn (1: the face at FACE_SHARE) before the photo's own framing."""
 
 
 class Folds(ProcessingError):
@@ -58,9 +69,18 @@ class Folds(ProcessingError):
 
 
 def _build(
-    img: U8, lm: F64, framing: Framing, report: Progress, *, avatar_id: str, name: str, gender: str
+    img: U8,
+    lm: F64,
+    framing: Framing,
+    size: tuple[int, int],
+    wider: float,
+    report: Progress,
+    *,
+    avatar_id: str,
+    name: str,
+    gender: str,
 ) -> AvatarPack:
-    img, lm = crop(img, lm, framing)
+    img, lm = crop(img, lm, framing, size, wider)
     report("separating the person from the background", 0.35)
     alpha = person_mask(img, lm)
     img = decontaminate(img, alpha)

@@ -112,32 +112,45 @@ def mouth_opening(lm: F64) -> float:
     return gap / mouth_width(lm)
 
 
-def crop(img: U8, lm: F64, framing: Framing = "presenter") -> tuple[U8, F64]:
-    """Square crop around head and shoulders, scaled to SIZE.
+def crop(
+    img: U8, lm: F64, framing: Framing = "presenter", size: tuple[int, int] = (SIZE, SIZE), wider: float = 1.0
+) -> tuple[U8, F64]:
+    """A crop around head and shoulders with the aspect of `size` (width, height), scaled to it.
 
-    "presenter": the face spans about FACE_SHARE of the width, as on a video call (zoomed in at most
-    MAX_ZOOM times past the photo's own pixels); "original": the largest square the photo has, no zoom.
+    "presenter": the face spans about FACE_SHARE of the frame's height in width, as on a video call (zoomed in
+    at most MAX_ZOOM times past the photo's own pixels; `wider` > 1 takes in that much more around the face);
+    "original": the largest such crop the photo has.
     """
     h, w = img.shape[:2]
+    out_w, out_h = size
+    aspect = out_w / out_h
     face_h = face_height(lm)
     face_w = float(np.linalg.norm(lm[454, :2] - lm[234, :2]))
-    if framing == "original":
-        side = min(w, h)
-    else:
-        side = int(min(w, h, max(SIZE / MAX_ZOOM, face_w / FACE_SHARE, face_h / 0.45)))
+    least = out_h / MAX_ZOOM * wider
+    tall = float(h) if framing == "original" else wider * max(out_h / MAX_ZOOM, face_w / FACE_SHARE, face_h / 0.45)
+    tall = min(tall, float(h), w / aspect)  # the crop's height; its width follows from the aspect
+    if framing == "presenter" and tall < least and w / aspect < h:
+        # a frame wider than the photo: keep the zoom in bounds and widen the photo by repeating its edges
+        tall = min(least, float(h))
+        pad = int(np.ceil(tall * aspect)) - w + 2
+        img = np.asarray(cv2.copyMakeBorder(img, 0, 0, pad // 2, pad - pad // 2, cv2.BORDER_REPLICATE), np.uint8)
+        lm = lm.copy()
+        lm[:, 0] += pad // 2
+        w += pad
+    crop_h, crop_w = max(1, int(tall)), max(1, min(w, int(round(tall * aspect))))
     cx = float(lm[list(OVAL), 0].mean())
     top_of_head = float(lm[10, 1]) - 0.75 * face_h
-    y0 = top_of_head - 0.06 * side
-    y0 = min(y0, float(lm[1, 1]) - 0.42 * side)
-    x0 = int(round(np.clip(cx - side / 2, 0, w - side)))
-    y0i = int(round(np.clip(y0, 0, h - side)))
-    out_img = img[y0i : y0i + side, x0 : x0 + side]
-    k = SIZE / side
-    if side != SIZE:
-        interp = cv2.INTER_AREA if side > SIZE else cv2.INTER_CUBIC
-        out_img = np.asarray(cv2.resize(out_img, (SIZE, SIZE), interpolation=interp), np.uint8)
+    y0 = top_of_head - 0.06 * crop_h
+    y0 = min(y0, float(lm[1, 1]) - 0.42 * crop_h)
+    x0 = int(round(np.clip(cx - crop_w / 2, 0, w - crop_w)))
+    y0i = int(round(np.clip(y0, 0, h - crop_h)))
+    out_img = img[y0i : y0i + crop_h, x0 : x0 + crop_w]
+    kx, ky = out_w / crop_w, out_h / crop_h
+    if (crop_w, crop_h) != (out_w, out_h):
+        interp = cv2.INTER_AREA if crop_h > out_h else cv2.INTER_CUBIC
+        out_img = np.asarray(cv2.resize(out_img, (out_w, out_h), interpolation=interp), np.uint8)
     out = lm.copy()
-    out[:, 0] = (out[:, 0] - x0) * k
-    out[:, 1] = (out[:, 1] - y0i) * k
-    out[:, 2] *= k
+    out[:, 0] = (out[:, 0] - x0) * kx
+    out[:, 1] = (out[:, 1] - y0i) * ky
+    out[:, 2] *= (kx + ky) / 2
     return np.ascontiguousarray(out_img), out
