@@ -88,7 +88,7 @@ def best_frame(data: bytes, *, max_seconds: float = MAX_VIDEO_SECONDS, progress:
     scored: list[tuple[float, int]] = []
     for index, (_, frame) in enumerate(frames):
         if progress is not None:
-            progress("looking for the best frame of the video", 0.1 * index / len(frames))
+            progress("looking for the best frame of the video", 0.02 + 0.08 * index / len(frames))
         scale = min(1.0, DETECT_SIDE / max(frame.shape[:2]))
         small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         faces = face_meshes(np.ascontiguousarray(small))
