@@ -28,7 +28,7 @@ def build_kit(
     """Everything a host's sessions share, created (models not loaded yet) from the settings."""
     advertise_hosts(settings.ice_hosts)
     return SessionKit(
-        avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir),
+        avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size),
         voices=voices or VoiceRegistry(discover_voices()),
         ice_servers=settings.ice_servers,
         allow_private_urls=settings.allow_private_urls,
