@@ -270,3 +270,16 @@ def test_builtin_avatars_speak_with_a_voice_of_their_gender(deployment: Deployme
         assert avatar["gender"] == "female" and voices[avatar["voice_id"]]["gender"] == "female", avatar
         assert voices[avatar["voice_id"]]["language"].startswith("en")
         assert alice.get(DETAIL, avatar_id=avatar["avatar_id"])["data"]["voice_id"] == avatar["voice_id"]
+
+
+def test_sessions_in_a_worker_process_use_custom_avatars(
+    make_server: Callable[..., Server], files: tuple[str, Path]
+) -> None:
+    base, _ = files
+    server = make_server(env=PRIVATE_OK, args=("--workers", "1"))
+    server.start()
+    alice = Api(server.url, key=create_key(server.data_dir, "alice", server.env))
+    body = {"url": f"{base}/eileen.png", "avatar_id": "inworker", "name": "W", "type": 2}
+    assert alice.post(CREATE, body)["code"] == 1000
+    assert wait_for(alice, "inworker", finished)["status"] == 3
+    assert face_in_session(server, alice, "inworker") == 1  # the worker found the pack on disk
