@@ -197,10 +197,9 @@ class Turn:
                 self._started = True
                 self.send_event(event(AUDIO_START))
                 self.timing("reply_to_first_sound", time.perf_counter() - self.owed_at)
-            following = await queue.get()
             if not current.shown:
-                self._send_text(current.text if following is None else current.text + " ")
-            end, current = current.end, following
+                self._send_text(" " + current.text if self._text_sent else current.text)
+            end, current = current.end, await queue.get()
         self._close_text()  # all the text is out: fin now, not when the sound ends
         await self.clock.wait_until(end)
 
