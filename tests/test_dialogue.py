@@ -113,7 +113,7 @@ async def test_local_llm_answers_spoken_and_streamed(api: LiveAvatarApi) -> None
         text, chunks, events = await collect_reply(conn)
         assert text.strip() and chunks >= 3  # streamed in pieces as it was generated
         assert events[0] == "audio_start" and events[-1] == "audio_end"
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert transcript["messages"][-1]["from"] == "bot" and transcript["messages"][-1]["text"]
     finally:
         await conn.aclose()
@@ -147,13 +147,13 @@ async def test_knowledge_base_grounds_the_answer(api: LiveAvatarApi, deployment:
         assert prologue == "Hi, ask me anything."
         conn.send_chat("How long does the Zorblax blender warranty last?")
         text, _, _ = await collect_reply(conn)
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert "17 months" in transcript["passages"][0]
         print(f"answer: {text!r}")
         assert "17" in text
         conn.send_chat("Which courier delivers orders to Norway?")
         await collect_reply(conn)
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert "Fjordline" in transcript["passages"][0]
     finally:
         await conn.aclose()
@@ -273,7 +273,7 @@ async def test_openai_compatible_server_and_interrupt(make_server: Callable[...,
             await asyncio.sleep(1.0)
             assert (await conn.interrupt())["pld"]["code"] == 1000
             await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
-            transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+            transcript = await api.transcript(session["_id"])
             story = transcript["messages"][-1]
             assert story["from"] == "bot" and story["interrupted"] is True
             assert 0 < len(story["text"].split()) < 40  # only what was heard before the cut

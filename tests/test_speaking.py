@@ -187,7 +187,7 @@ async def test_interrupt_cuts_sound_within_a_frame_and_the_record_ends_there(api
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=5)
         reply = await conn.bot_reply(timeout=5)  # the cut-off message still ends with fin
         assert text.startswith(reply.strip())
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         cut = transcript["interrupts"][0]
         assert 0 <= cut["silent_from"] - cut["at"] <= 0.020 + 1e-6  # silent from the next 20 ms frame
         record = transcript["messages"][-1]

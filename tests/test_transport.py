@@ -112,7 +112,7 @@ async def test_chunked_chat_on_a_small_transport_profile(api: LiveAvatarApi) -> 
             parts.append(message["pld"]["text"])
         assert len(parts) >= 2 and max(sizes) <= 1024 and max(sizes) > 900  # full chunks, never over the limit
         assert text.startswith("".join(parts))
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert transcript["messages"][0] == {"from": "user", "text": text}  # reassembled exactly
     finally:
         await conn.aclose()

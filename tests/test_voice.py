@@ -133,7 +133,7 @@ async def test_barge_in_stops_the_avatar_and_keeps_what_the_user_said(
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
         heard = await conn.next_message(user_chat, timeout=30)
         assert "weather" in words(heard["pld"]["text"])  # the speech that interrupted is not lost
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         barge = transcript["barge_ins"][0]
         latency = barge["silent_from"] - barge["onset"]
         print(f"barge-in: avatar silent {latency * 1000:.0f} ms after the user's speech onset")
