@@ -10,25 +10,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import Deployment
+from conftest import LOOPBACK, Deployment
 from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.llm import packaged_smollm2_path
 from servers import Server, free_port
 
-LOOPBACK = ["127.0.0.1"]
+BACKENDS = ("sqlite",)  # storage is covered elsewhere
+SERVER_ARGS = ("--max-sessions", "16")
+SERVER_ENV = {  # the test's document server lives on loopback
+    "LIVEAVATAR_ALLOW_PRIVATE_URLS": "true",
+    "LIVEAVATAR_KNOWLEDGE_EMBEDDINGS": "false",
+}
 KB = "/api/open/v4/knowledge"
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """SQLite only: storage is covered elsewhere."""
-    return "sqlite"
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +59,6 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server that may fetch from loopback (the test's document server lives there)."""
-    env = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true", "LIVEAVATAR_KNOWLEDGE_EMBEDDINGS": "false"}
-    return Deployment(make_server(env=env, args=("--max-sessions", "16")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
 
 
 def bot_chunks(conn: Connection) -> Callable[[dict[str, Any]], bool]:

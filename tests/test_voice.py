@@ -4,54 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 
-from conftest import Deployment, same_words
+from conftest import LOOPBACK, same_words
 from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
-from liveavatar.speech.voices import VoiceRegistry, discover_voices
-from servers import Server
 
-LOOPBACK = ["127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """Listening does not depend on storage: SQLite only."""
-    return "sqlite"
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server with room for every session this module makes."""
-    return Deployment(make_server(args=("--max-sessions", "16")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def say() -> Callable[[str], tuple[np.ndarray, int]]:
-    """Recorded speech made with the packaged Piper voice: text -> (int16 samples, rate)."""
-    voices = VoiceRegistry(discover_voices())
-    voice = voices.default_voice("en")
-    tts = voices.tts_for(voice)
-
-    def speak(text: str) -> tuple[np.ndarray, int]:
-        async def collect() -> tuple[np.ndarray, int]:
-            chunks = [chunk async for chunk in tts.synthesize(text, voice)]
-            return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
-
-        return asyncio.run(collect())
-
-    return speak
+BACKENDS = ("sqlite",)  # listening does not depend on storage
+SERVER_ARGS = ("--max-sessions", "16")  # room for every session this module makes
 
 
 def words(text: str) -> list[str]:
