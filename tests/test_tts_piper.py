@@ -6,7 +6,6 @@ import asyncio
 import io
 import re
 import threading
-import time
 import wave
 from collections.abc import Iterable
 from typing import Any
@@ -189,22 +188,3 @@ async def test_whisper_understands_piper(tts: SentenceTTS, whisper: Any) -> None
     segments, _ = whisper.transcribe(audio, language="en", beam_size=1)
     heard = " ".join(segment.text for segment in segments)
     assert same_words(_words(heard), _words(text)), heard
-
-
-async def test_measure_latency_and_real_time_factor(tts: SentenceTTS) -> None:
-    text = (
-        "Welcome to the demo. I am a streaming avatar, and I speak with a voice that runs on this machine. "
-        "Every sentence is synthesised while the one before it plays. Ask me anything you like."
-    )
-    start = time.perf_counter()
-    first_at = 0.0
-    audio_s = 0.0
-    async for chunk in tts.synthesize(text, PIPER_JOE):
-        first_at = first_at or time.perf_counter() - start
-        audio_s += chunk.duration
-    total = time.perf_counter() - start
-    print(
-        f"\npiper: first sentence after {first_at * 1000:.0f} ms; {audio_s:.1f} s of audio in {total:.2f} s"
-        f" (real-time factor {total / audio_s:.3f})"
-    )
-    assert audio_s > 5
