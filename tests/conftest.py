@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from servers import Postgres, Server
 if TYPE_CHECKING:
     from playwright.async_api import Browser, ConsoleMessage, Page
 
-    from liveavatar.client import LiveAvatarApi
+    from liveavatar.client import Connection, LiveAvatarApi
 
 _db_names = itertools.count()
 LOOPBACK = ["127.0.0.1"]
@@ -202,3 +204,27 @@ def same_words(heard: list[str], said: list[str]) -> bool:
     import difflib
 
     return difflib.SequenceMatcher(a=heard, b=said).ratio() >= 0.85
+
+
+async def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `condition` (plain or async) until it returns something truthy (returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+async def hear(conn: Connection, seconds: float, *, timeout: float = 30.0, threshold: int = 500) -> None:
+    """Read the avatar's audio until `seconds` of it (audio time, not wall time) arrived since its first sound."""
+    heard = 0.0
+    async with asyncio.timeout(timeout):
+        while heard < seconds:
+            frame = await conn.audio.get()
+            if heard or np.abs(frame.to_ndarray()).max() > threshold:
+                heard += frame.samples / frame.sample_rate

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import LOOPBACK, Deployment
+from conftest import LOOPBACK, Deployment, hear, wait_until
 from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.llm import packaged_smollm2_path
 from servers import Server, free_port
@@ -82,12 +82,13 @@ async def collect_reply(conn: Connection, timeout: float = 60) -> tuple[str, int
 
 async def wait_ready(deployment: Deployment, kb_id: str) -> dict[str, Any]:
     """Poll the knowledge base's detail until ingestion has finished."""
-    for _ in range(300):
+
+    async def finished() -> dict[str, Any] | None:
         detail = (await asyncio.to_thread(deployment.alice.get, f"{KB}/detail", id=kb_id))["data"]
-        if detail["ingest"]["state"] in ("ready", "failed"):
-            return dict(detail)
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"ingestion of {kb_id} did not finish")
+        return dict(detail) if detail["ingest"]["state"] in ("ready", "failed") else None
+
+    result: dict[str, Any] = await wait_until(finished, timeout=60, interval=0.2, what=f"ingestion of {kb_id}")
+    return result
 
 
 async def test_local_llm_answers_spoken_and_streamed(api: LiveAvatarApi) -> None:
@@ -169,8 +170,7 @@ async def test_upload_and_private_urls(make_server: Callable[..., Server], docum
             files={"file": ("x.txt", io.BytesIO(b"hi"), "text/plain")},
         )
         assert bad.json()["code"] == 1008  # another key's base
-    await asyncio.sleep(0.5)
-    kb = await wait_ready(deployment, kb["_id"])
+    kb = await wait_ready(deployment, kb["_id"])  # the upload's answer already shows the base indexing again
     uploaded = [d for d in kb["ingest"]["documents"] if d["name"] == "menu.txt"]
     assert uploaded and uploaded[0]["state"] == "ready"
 
@@ -255,7 +255,7 @@ async def test_openai_compatible_server_and_interrupt(make_server: Callable[...,
             assert text.strip() and chunks >= 2
             conn.send_chat("Tell me a long story about a dragon who learns to bake bread, with many details.")
             await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_start", timeout=60)
-            await asyncio.sleep(1.0)
+            await hear(conn, 1.0, timeout=60)
             assert (await conn.interrupt())["pld"]["code"] == 1000
             await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
             transcript = await api.transcript(session["_id"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from conftest import LOOPBACK, same_words
+from conftest import LOOPBACK, hear, same_words
 from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
 
 BACKENDS = ("sqlite",)  # listening does not depend on storage
@@ -89,7 +89,7 @@ async def test_barge_in_stops_the_avatar_and_keeps_what_the_user_said(
             "There are waves, and ships, and many many birds flying over the water all day."
         )
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_start", timeout=30)
-        await asyncio.sleep(1.0)
+        await hear(conn, 1.0)  # the user hears a second of the story, then speaks over it
         samples, rate = await asyncio.to_thread(say, "Stop, please tell me about the weather instead.")
         mic.push(samples, rate)
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
