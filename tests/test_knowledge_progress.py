@@ -16,7 +16,7 @@ from servers import Server, create_key
 
 BASE = "/api/open/v4/knowledge"
 ENV = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true", "LIVEAVATAR_KNOWLEDGE_EMBEDDINGS": "false"}
-SLOW_DOCUMENT_SECONDS = 0.3
+SLOW_DOCUMENT_SECONDS = 0.5
 """How long the site takes to serve each `/slow/` document: long enough for several polls per document."""
 GATE = threading.Event()
 """`/gated/` documents are served once this is set."""
@@ -109,7 +109,7 @@ def test_detail_shows_indexing_with_progress_that_moves(make_server: Callable[..
     assert ingest["state"] == "ready" and ingest["progress"] == 1.0, ingest
     assert all(document["state"] == "ready" for document in ingest["documents"]), ingest
     assert progress == sorted(progress), progress  # never goes back
-    # eight documents of 0.3 s each: the polls see it move through several distinct values below 1
+    # eight documents of 0.5 s each: the polls see it move through several distinct values below 1
     distinct = sorted(set(progress))
     assert len(distinct) >= 4 and distinct[-1] < 1.0, distinct
     assert {"pending", "fetching"} <= states, states
