@@ -37,10 +37,11 @@ def _since(started: float) -> float:
 
 async def piper() -> Reply:
     """First sentence and real-time factor of the packaged Piper voice on a short paragraph."""
-    from liveavatar.speech.piper import PiperTTS
+    from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.sentences import SentenceTTS
     from liveavatar.speech.voices import PIPER_JOE
 
-    tts = PiperTTS()
+    tts = SentenceTTS(PiperEngine())
     started = time.perf_counter()
     tts.load()
     load = _since(started)
@@ -59,10 +60,11 @@ async def piper() -> Reply:
 async def espeak() -> Reply:
     """Real-time factor of espeak-ng (German) through libespeak-ng."""
     from liveavatar.speech.base import Voice
-    from liveavatar.speech.espeak import EspeakTTS
+    from liveavatar.speech.espeak import EspeakEngine
+    from liveavatar.speech.sentences import SentenceTTS
 
     voice = Voice("espeak-de", "de", "de", "de", "male", "espeak", "de", "gmw/de")
-    tts = EspeakTTS()
+    tts = SentenceTTS(EspeakEngine())
     started = time.perf_counter()
     audio = sum([chunk.duration async for chunk in tts.synthesize(GERMAN, voice)])
     total = _since(started)
@@ -118,17 +120,19 @@ async def vad() -> Reply:
 async def whisper() -> Reply:
     """Whisper tiny.en on Piper speech and Whisper base on espeak-ng German: load and real-time factor."""
     from liveavatar.speech.espeak import espeak_library
-    from liveavatar.speech.piper import PiperTTS
+    from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.sentences import SentenceTTS
     from liveavatar.speech.stt import WhisperSTT
+    from liveavatar.speech.voices import PIPER_JOE
 
     def at_16k(audio: Any, rate: int) -> Any:
         from scipy.signal import resample_poly
 
         return (resample_poly(audio.astype(np.float64), 16000, rate) / 32768).astype(np.float32)
 
-    piper_tts = PiperTTS()
+    piper_tts = SentenceTTS(PiperEngine())
     piper_tts.load()
-    english = piper_tts.synthesize_sentence("Can you recommend a good book about history")
+    english = piper_tts.synthesize_sentence("Can you recommend a good book about history", PIPER_JOE)
     assert english is not None
     library = espeak_library()
     german, _ = library.synthesize("Guten Morgen. Ich möchte heute eine große Pizza mit Käse bestellen.", "de", 175)
