@@ -49,7 +49,7 @@ TIMEOUT_MS = 20_000
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run a module's server tests on each storage backend, or on those its `BACKENDS` names."""
-    if "backend" in metafunc.fixturenames:
+    if "backend" in metafunc.fixturenames and "backend" not in vars(metafunc.module):  # not overridden there
         backends = getattr(metafunc.module, "BACKENDS", ("sqlite", "postgresql"))
         metafunc.parametrize("backend", backends, indirect=True, scope="module")
 
@@ -129,23 +129,25 @@ async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def say() -> Callable[[str], tuple[np.ndarray, int]]:
-    """Recorded speech made with the packaged Piper voice: text -> (int16 samples, rate)."""
+def piper_speech(text: str) -> tuple[np.ndarray, int]:
+    """Recorded speech made with the packaged Piper voice: (int16 samples, rate). Blocking; not on a running loop."""
     from liveavatar.speech.voices import VoiceRegistry, discover_voices
 
     voices = VoiceRegistry(discover_voices())
     voice = voices.default_voice("en")
     tts = voices.tts_for(voice)
 
-    def speak(text: str) -> tuple[np.ndarray, int]:
-        async def collect() -> tuple[np.ndarray, int]:
-            chunks = [chunk async for chunk in tts.synthesize(text, voice)]
-            return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
+    async def collect() -> tuple[np.ndarray, int]:
+        chunks = [chunk async for chunk in tts.synthesize(text, voice)]
+        return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
 
-        return asyncio.run(collect())
+    return asyncio.run(collect())
 
-    return speak
+
+@pytest.fixture(scope="module")
+def say() -> Callable[[str], tuple[np.ndarray, int]]:
+    """`piper_speech`, for tests that make speech: text -> (int16 samples, rate)."""
+    return piper_speech
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import re
 import wave
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from conftest import TIMEOUT_MS, Deployment, chromium, same_words
+from conftest import TIMEOUT_MS, Deployment, chromium, piper_speech, same_words
 
 BACKENDS = ("sqlite",)
 QUESTION = "Could you tell me where the train station is?"
 
 
-def speech_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    """Recorded speech with silence around it, as a 16-bit WAV."""
+def speech_wav(path: Path, text: str) -> Path:
+    """Recorded speech (packaged Piper voice) with silence around it, as a 16-bit WAV. Blocking."""
+    samples, rate = piper_speech(text)
     # Chromium loops the file: long silence after the question gives the server time to answer.
     silence = np.zeros(rate * 8, dtype=np.int16)
     with wave.open(str(path), "wb") as out:
@@ -28,11 +28,8 @@ def speech_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
     return path
 
 
-async def test_browser_microphone_is_heard_and_answered(
-    deployment: Deployment, say: Callable[[str], tuple[np.ndarray, int]], tmp_path: Path
-) -> None:
-    samples, rate = await asyncio.to_thread(say, QUESTION)
-    wav = speech_wav(tmp_path / "question.wav", samples, rate)
+async def test_browser_microphone_is_heard_and_answered(deployment: Deployment, tmp_path: Path) -> None:
+    wav = await asyncio.to_thread(speech_wav, tmp_path / "question.wav", QUESTION)
     async with chromium([f"--use-file-for-fake-audio-capture={wav}"]) as browser:
         page = await browser.new_page(viewport={"width": 1366, "height": 768})
         page.set_default_timeout(TIMEOUT_MS)
