@@ -223,7 +223,12 @@ async def wait_until(condition: Callable[[], Any], *, timeout: float, what: str,
 
 
 async def hear(conn: Connection, seconds: float, *, timeout: float = 30.0, threshold: int = 500) -> None:
-    """Read the avatar's audio until `seconds` of it (audio time, not wall time) arrived since its first sound."""
+    """Read the avatar's audio until `seconds` of it (audio time, not wall time) arrived since its first sound.
+
+    Frames that arrived before the call (an earlier reply's, the idle silence) are dropped first.
+    """
+    while not conn.audio.empty():
+        conn.audio.get_nowait()
     heard = 0.0
     async with asyncio.timeout(timeout):
         while heard < seconds:
