@@ -28,13 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import av
-import httpx
 import numpy as np
 import numpy.typing as npt
 
 from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
 from liveavatar.client.connection import Message
-from liveavatar.client.rest import unwrap
 from liveavatar.media import AUDIO_RATE as RATE
 from liveavatar.media import AUDIO_SAMPLES as FRAME
 from liveavatar.speech.resample import resample
@@ -49,7 +47,6 @@ REPLY_TIMEOUT = 90.0
 END_TIMEOUT = 15.0
 BARGE_TIMEOUT = 10.0
 """Seconds after the interrupting speech was pushed within which the avatar must have stopped."""
-TRANSCRIPT_PATH = "/api/open/v4/liveAvatar/session/transcript"
 Reply = dict[str, Any]
 
 
@@ -182,9 +179,7 @@ class VoiceWorker:
 
     async def barge_ins(self, session_id: str) -> list[dict[str, float]]:
         """The server's barge-in records of a session (session-clock seconds)."""
-        async with httpx.AsyncClient(base_url=self.url, headers={"x-api-key": self.api_key}, timeout=10) as http:
-            response = await http.get(TRANSCRIPT_PATH, params={"id": session_id})
-        records: list[dict[str, float]] = unwrap(response.json())["barge_ins"]
+        records: list[dict[str, float]] = (await self.api.transcript(session_id))["barge_ins"]
         return records
 
     # --- voice to voice ----------------------------------------------------------------------------

@@ -67,17 +67,17 @@ class Server:
         """Start and wait until it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"server-{self.port}.log"
-        log = self.log_path.open("a")
         command = [str(VENV_BIN / "liveavatar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if "--workers" not in self.args and "LIVEAVATAR_WORKERS" not in self.env:
             command += ["--workers", "0"]  # sessions in the server process: fast to start (a test may ask for workers)
-        self.process = subprocess.Popen(
-            [*command, *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "LIVEAVATAR_ICE_HOSTS": "127.0.0.1", **self.env},
-        )
+        with self.log_path.open("a") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [*command, *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "LIVEAVATAR_ICE_HOSTS": "127.0.0.1", **self.env},
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

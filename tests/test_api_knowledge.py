@@ -22,7 +22,9 @@ def test_crud_round_trip(deployment: Deployment) -> None:
     assert kb["name"] == "Product FAQ" and kb["docs"][0]["name"] == "faq.pdf" and kb["uid"]
     assert kb["create_time"] == kb["update_time"]
     detail = alice.get(f"{BASE}/detail", id=kb["_id"])["data"]
-    assert detail == kb
+    # the ingestion runs meanwhile: its progress moves between the two answers, everything else is the same
+    assert kb["ingest"]["state"] == "indexing" and detail["ingest"]["state"] in ("indexing", "failed")
+    assert {**detail, "ingest": None} == {**kb, "ingest": None}
     updated = alice.post(f"{BASE}/update", {"id": kb["_id"], "prompt": "Answer in detail.", "urls": ["https://a.b/c"]})
     assert updated["code"] == 1000
     assert updated["data"]["prompt"] == "Answer in detail." and updated["data"]["prologue"] == "Hi!"

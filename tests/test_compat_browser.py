@@ -20,11 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page
 
-from conftest import Deployment, same_words
+from conftest import TIMEOUT_MS, Deployment, chromium, same_words
 from servers import Server
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS
 from test_browser_voice import QUESTION, speech_wav
 
 PAGES = Path(__file__).with_name("compat_pages")
@@ -164,13 +163,8 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def browser(question_wav: Path) -> AsyncIterator[Browser]:
     """Chromium whose fake microphone plays the question."""
-    flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={question_wav}"]
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium([f"--use-file-for-fake-audio-capture={question_wav}"]) as browser:
+        yield browser
 
 
 class Console:

@@ -10,25 +10,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import Deployment
+from conftest import LOOPBACK, Deployment, hear, wait_until
 from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.llm import packaged_smollm2_path
 from servers import Server, free_port
 
-LOOPBACK = ["127.0.0.1"]
+BACKENDS = ("sqlite",)  # storage is covered elsewhere
+SERVER_ARGS = ("--max-sessions", "16")
+SERVER_ENV = {  # the test's document server lives on loopback
+    "LIVEAVATAR_ALLOW_PRIVATE_URLS": "true",
+    "LIVEAVATAR_KNOWLEDGE_EMBEDDINGS": "false",
+}
 KB = "/api/open/v4/knowledge"
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """SQLite only: storage is covered elsewhere."""
-    return "sqlite"
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +57,12 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server that may fetch from loopback (the test's document server lives there)."""
-    env = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true", "LIVEAVATAR_KNOWLEDGE_EMBEDDINGS": "false"}
-    return Deployment(make_server(env=env, args=("--max-sessions", "16")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def bot_chunks(conn: Connection) -> Callable[[dict[str, Any]], bool]:
@@ -97,12 +86,13 @@ async def collect_reply(conn: Connection, timeout: float = 60) -> tuple[str, int
 
 async def wait_ready(deployment: Deployment, kb_id: str) -> dict[str, Any]:
     """Poll the knowledge base's detail until ingestion has finished."""
-    for _ in range(300):
+
+    async def finished() -> dict[str, Any] | None:
         detail = (await asyncio.to_thread(deployment.alice.get, f"{KB}/detail", id=kb_id))["data"]
-        if detail["ingest"]["state"] in ("ready", "failed"):
-            return dict(detail)
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"ingestion of {kb_id} did not finish")
+        return dict(detail) if detail["ingest"]["state"] in ("ready", "failed") else None
+
+    result: dict[str, Any] = await wait_until(finished, timeout=60, interval=0.2, what=f"ingestion of {kb_id}")
+    return result
 
 
 async def test_local_llm_answers_spoken_and_streamed(api: LiveAvatarApi) -> None:
@@ -113,7 +103,7 @@ async def test_local_llm_answers_spoken_and_streamed(api: LiveAvatarApi) -> None
         text, chunks, events = await collect_reply(conn)
         assert text.strip() and chunks >= 3  # streamed in pieces as it was generated
         assert events[0] == "audio_start" and events[-1] == "audio_end"
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert transcript["messages"][-1]["from"] == "bot" and transcript["messages"][-1]["text"]
     finally:
         await conn.aclose()
@@ -147,13 +137,13 @@ async def test_knowledge_base_grounds_the_answer(api: LiveAvatarApi, deployment:
         assert prologue == "Hi, ask me anything."
         conn.send_chat("How long does the Zorblax blender warranty last?")
         text, _, _ = await collect_reply(conn)
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert "17 months" in transcript["passages"][0]
         print(f"answer: {text!r}")
         assert "17" in text
         conn.send_chat("Which courier delivers orders to Norway?")
         await collect_reply(conn)
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert "Fjordline" in transcript["passages"][0]
     finally:
         await conn.aclose()
@@ -184,8 +174,7 @@ async def test_upload_and_private_urls(make_server: Callable[..., Server], docum
             files={"file": ("x.txt", io.BytesIO(b"hi"), "text/plain")},
         )
         assert bad.json()["code"] == 1008  # another key's base
-    await asyncio.sleep(0.5)
-    kb = await wait_ready(deployment, kb["_id"])
+    kb = await wait_ready(deployment, kb["_id"])  # the upload's answer already shows the base indexing again
     uploaded = [d for d in kb["ingest"]["documents"] if d["name"] == "menu.txt"]
     assert uploaded and uploaded[0]["state"] == "ready"
 
@@ -270,10 +259,10 @@ async def test_openai_compatible_server_and_interrupt(make_server: Callable[...,
             assert text.strip() and chunks >= 2
             conn.send_chat("Tell me a long story about a dragon who learns to bake bread, with many details.")
             await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_start", timeout=60)
-            await asyncio.sleep(1.0)
+            await hear(conn, 1.0, timeout=60)
             assert (await conn.interrupt())["pld"]["code"] == 1000
             await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
-            transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+            transcript = await api.transcript(session["_id"])
             story = transcript["messages"][-1]
             assert story["from"] == "bot" and story["interrupted"] is True
             assert 0 < len(story["text"].split()) < 40  # only what was heard before the cut

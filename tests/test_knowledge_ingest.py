@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -309,4 +310,32 @@ async def test_deleting_during_ingestion_discards_the_result(site: str, tmp_path
     status = await ingestor.ingest("kb7", _docs(site, "support.txt"), [], progress=delete_when_fetching)
     assert status.state == "failed" and "deleted" in status.reason
     assert not (tmp_path / "kb7").exists() and ingestor.index("kb7") is None
+    await ingestor.aclose()
+
+
+async def test_status_is_live_while_indexing_and_stored_from_the_start(site: str, tmp_path: Path) -> None:
+    ingestor = Ingestor(tmp_path, allow_private_urls=True, embeddings=False)
+    ingestor.schedule("kb8", _docs(site, "support.txt", "faq.json"), [], revision=3)
+    scheduled = ingestor.status("kb8")
+    assert scheduled is not None and (scheduled.state, scheduled.progress) == ("indexing", 0.0)
+    assert [document.state for document in scheduled.documents] == ["pending", "pending"]
+    live: list[float] = []
+    stored: list[tuple[str, int]] = []
+
+    def watch(status: IngestStatus) -> None:
+        current = ingestor.status("kb8")
+        assert current is not None
+        live.append(current.progress)
+        with contextlib.suppress(FileNotFoundError):  # the first report comes before the first write
+            data = json.loads((tmp_path / "kb8" / "status.json").read_text())
+            stored.append((data["state"], data["revision"]))
+
+    status = await ingestor.ingest("kb8", _docs(site, "support.txt", "faq.json"), [], progress=watch, revision=3)
+    assert status.state == "ready" and status.revision == 3
+    assert live == sorted(live) and len(set(live)) >= 4 and live[-1] == 1.0, live
+    # a server killed at any point of the run finds "indexing" on disk and resumes
+    assert len(stored) == len(live) - 1 and set(stored) == {("indexing", 3)}, stored
+    data = json.loads((tmp_path / "kb8" / "status.json").read_text())
+    assert (data["state"], data["revision"]) == ("ready", 3)
+    assert ingestor.status("kb8") == status  # now from disk, revision included
     await ingestor.aclose()

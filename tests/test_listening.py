@@ -2,14 +2,13 @@
 
 Speech comes from the packaged Piper voice (English) and espeak-ng (German) at 22.05 kHz, upsampled to
 48 kHz s16 stereo 20 ms frames like a browser mic, then sent through the server's Resampler. Times are
-sample counts on the audio itself: no wall clock is asserted (speed figures are printed, run with -s).
+sample counts on the audio itself: no wall clock is asserted (speed figures: bench/models.py).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,19 +134,15 @@ def overlap(said: str, heard: str) -> float:
 
 @pytest.fixture(scope="module")
 def vad() -> SileroVAD:
-    started = time.perf_counter()
     model = SileroVAD()
     model.load()
-    print(f"\nSilero VAD v6 load: {1000 * (time.perf_counter() - started):.0f} ms")
     return model
 
 
 @pytest.fixture(scope="module")
 def stt(tmp_path_factory: pytest.TempPathFactory) -> WhisperSTT:
     backend = WhisperSTT(cache_dir=tmp_path_factory.mktemp("whisper-base"))
-    started = time.perf_counter()
     backend.model_for("en")
-    print(f"\nWhisper tiny.en load: {time.perf_counter() - started:.2f} s")
     return backend
 
 
@@ -208,12 +203,6 @@ def test_silero_vad_marks_speech_and_silence(vad: SileroVAD) -> None:
     assert np.allclose(interleaved, probabilities, atol=1e-6)
     with pytest.raises(ValueError):
         one.process(np.zeros(480, dtype=np.float32))
-
-    frame = audio[16000 : 16000 + 512].copy()
-    started = time.perf_counter()
-    for _ in range(1000):
-        one.process(frame)
-    print(f"\nSilero VAD: {1000 * (time.perf_counter() - started) / 1000:.3f} ms per 32 ms frame")
 
 
 # --- server_vad -------------------------------------------------------------------------------------------
@@ -374,8 +363,6 @@ async def test_semantic_vad_waits_longer_after_an_unfinished_sentence(vad: Siler
         assert kinds(events) == ["SpeechStarted", "Partial", "SpeechStopped"], events
         partial, stopped = events[1], events[2]
         assert isinstance(partial, Partial) and isinstance(stopped, SpeechStopped)
-        print(f"\nsemantic_vad {text!r}: heard {partial.text!r} -> {partial.verdict}, turn ended after", end=" ")
-        print(f"{stopped.t - stopped.speech_end:.3f} s of silence")
         assert abs(stopped.speech_end - (1.0 + len(speech) / TTS_RATE)) < TIMING_SLACK
         waits[text.endswith(".")] = stopped.t - stopped.speech_end
     assert waits[True] == pytest.approx(0.25, abs=FRAME_SECONDS + 1e-6), "a finished sentence ends the turn at once"
@@ -402,10 +389,7 @@ async def test_whisper_tiny_en_transcribes_the_turns_the_detector_cuts(vad: Sile
     turns = stops(await detect(TurnDetector(vad, TurnSettings()), audio))
     assert len(turns) == 2
     for said, turn in zip(sentences, turns, strict=True):
-        started = time.perf_counter()
         transcript = await stt.transcribe(turn.audio, "en-US")
-        spent = time.perf_counter() - started
-        print(f"Whisper tiny.en: {transcript.text!r}, real-time factor {spent / transcript.duration:.2f}")
         assert transcript.language == "en" and transcript.segments
         assert same_words(words(transcript.text), words(said))
     empty = await stt.transcribe(np.zeros(800, dtype=np.float32), None)
@@ -413,9 +397,7 @@ async def test_whisper_tiny_en_transcribes_the_turns_the_detector_cuts(vad: Sile
 
 
 def test_multilingual_model_is_assembled_once(tmp_path: Path) -> None:
-    started = time.perf_counter()
     folder = multilingual_model_path(tmp_path)
-    print(f"\nWhisper base assembly: {time.perf_counter() - started:.2f} s")
     model = folder / "model.bin"
     assert {"model.bin", "config.json"} <= {p.name for p in folder.iterdir()}
     stamp = model.stat().st_mtime_ns
@@ -423,15 +405,10 @@ def test_multilingual_model_is_assembled_once(tmp_path: Path) -> None:
 
 
 async def test_whisper_base_transcribes_german(stt: WhisperSTT) -> None:
-    started = time.perf_counter()
     stt.model_for("de")
-    print(f"\nWhisper base load (incl. first assembly): {time.perf_counter() - started:.2f} s")
     said = "Guten Morgen. Ich möchte heute eine große Pizza mit Käse bestellen."
     audio = listen(np.concatenate((silence(0.3), german(said), silence(0.3))))
-    started = time.perf_counter()
     transcript = await stt.transcribe(audio, "de-DE")
-    spent = time.perf_counter() - started
-    print(f"Whisper base (de): {transcript.text!r}, real-time factor {spent / transcript.duration:.2f}")
     assert transcript.language == "de"
     assert overlap(said, transcript.text) >= 0.5
     detected = await stt.transcribe(audio, "auto")

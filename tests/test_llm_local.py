@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,9 +36,7 @@ STORY = [ChatMessage("user", "Tell me a very long story about a dragon who learn
 @pytest.fixture(scope="module")
 def local() -> LocalLLM:
     llm = LocalLLM()
-    started = time.perf_counter()
-    model = llm.load()
-    print(f"\nSmolLM2 load: {time.perf_counter() - started:.2f} s ({model.path.name}, n_ctx {model.context_tokens})")
+    llm.load()
     return llm
 
 
@@ -48,37 +45,11 @@ async def _answer(llm: LLM, messages: list[ChatMessage], max_tokens: int = 64) -
 
 
 async def test_question_streams_an_answer_in_several_deltas(local: LocalLLM) -> None:
-    await _answer(local, QUESTION, max_tokens=4)  # warm the prompt path once; the numbers below are steady state
-    started = time.perf_counter()
-    first: float | None = None
-    deltas: list[str] = []
-    async for delta in local.stream(QUESTION, max_tokens=96, temperature=0.0):
-        first = first or time.perf_counter()
-        deltas.append(delta)
-    end = time.perf_counter()
+    # speed figures (first token, tokens/s): bench/models.py
+    deltas = await _answer(local, QUESTION, max_tokens=96)
     answer = "".join(deltas)
     assert answer.strip()
     assert len(deltas) >= 3
-    assert first is not None
-    tokens = local.count_tokens(answer)
-    rate = (tokens - 1) / (end - first) if end > first else float("nan")
-    print(
-        f"\nSmolLM2: first token {first - started:.3f} s, {tokens} tokens in {end - started:.2f} s, "
-        f"{rate:.0f} tokens/s after the first; answer {answer!r}"
-    )
-
-
-async def test_long_generation_rate(local: LocalLLM) -> None:
-    started = time.perf_counter()
-    first: float | None = None
-    text = ""
-    async for delta in local.stream(STORY, max_tokens=128, temperature=0.7):
-        first = first or time.perf_counter()
-        text += delta
-    end = time.perf_counter()
-    assert text.strip() and first is not None
-    tokens = local.count_tokens(text)
-    print(f"\nSmolLM2 story: first token {first - started:.3f} s, {tokens} tokens, {tokens / (end - first):.0f} tok/s")
 
 
 async def test_closing_the_stream_stops_generation_within_a_token(local: LocalLLM) -> None:
@@ -181,7 +152,6 @@ async def test_sessions_taking_turns_resume_from_saved_states(local: LocalLLM) -
             history.append(
                 ChatMessage("assistant", f"Answer {turn} for {name}: the rooms are nice and the spa is open.")
             )
-    latencies: list[str] = []
     for turn in range(2):
         for name, history in histories.items():
             messages = build_messages(
@@ -195,17 +165,10 @@ async def test_sessions_taking_turns_resume_from_saved_states(local: LocalLLM) -
                 count_tokens=local.count_tokens,
                 passages_in="turn",
             )
-            started = time.perf_counter()
-            first: float | None = None
-            answer = ""
-            async for delta in local.stream(messages, max_tokens=16, temperature=0.7):
-                first = first or time.perf_counter()
-                answer += delta
-            latencies.append(f"{name} turn {turn}: {(first or time.perf_counter()) - started:.2f} s")
+            answer = "".join([delta async for delta in local.stream(messages, max_tokens=16, temperature=0.7)])
             history += [ChatMessage("user", messages[-1].content), ChatMessage("assistant", answer)]
     cache = local.load().llama.cache
     assert cache is not None and len(cache.cache_state) >= 2
-    print("\nfirst token, two sessions taking turns (prompts ~300 tokens): " + "; ".join(latencies))
 
 
 def test_estimate_errs_high_against_the_real_tokenizer(local: LocalLLM) -> None:

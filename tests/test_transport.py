@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import Deployment
+from conftest import LOOPBACK, Deployment, wait_until
 from liveavatar.client import ApiError, Connection, LiveAvatarApi
 from servers import Server, create_key
 
-LOOPBACK = ["127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """The transport does not depend on storage: SQLite only."""
-    return "sqlite"
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server with room for every session this module leaves behind."""
-    return Deployment(make_server(args=("--max-sessions", "64")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
+BACKENDS = ("sqlite",)  # the transport does not depend on storage
+SERVER_ARGS = ("--max-sessions", "64")  # room for every session this module leaves behind
 
 
 async def _join(api: LiveAvatarApi, **params: Any) -> tuple[dict[str, Any], Connection]:
@@ -112,7 +94,7 @@ async def test_chunked_chat_on_a_small_transport_profile(api: LiveAvatarApi) -> 
             parts.append(message["pld"]["text"])
         assert len(parts) >= 2 and max(sizes) <= 1024 and max(sizes) > 900  # full chunks, never over the limit
         assert text.startswith("".join(parts))
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         assert transcript["messages"][0] == {"from": "user", "text": text}  # reassembled exactly
     finally:
         await conn.aclose()
@@ -166,8 +148,15 @@ async def test_second_join_refused_and_rejoin_after_drop(api: LiveAvatarApi) -> 
         assert refused.value.code == 1009 and "already" in refused.value.msg
     finally:
         await conn.aclose()
-    await asyncio.sleep(1.0)  # let the server see the drop
-    again = await Connection.join((await api.session(session["_id"]))["credentials"], ice_hosts=LOOPBACK)
+
+    async def rejoin() -> Connection | None:
+        try:
+            return await Connection.join((await api.session(session["_id"]))["credentials"], ice_hosts=LOOPBACK)
+        except ApiError as refused:  # until the server has seen the drop, the old peer still holds the session
+            assert refused.code == 1009 and "already" in refused.msg, refused
+            return None
+
+    again = await wait_until(rejoin, timeout=10, interval=0.2, what="a rejoin once the server saw the drop")
     try:
         assert (await again.interrupt())["pld"]["code"] == 1000
         await asyncio.wait_for(again.video.get(), 10)
@@ -219,7 +208,12 @@ async def test_disconnect_and_duration_end_sessions(make_server: Callable[..., S
         dropped, conn = await _join(api)
         other, other_conn = await _join(api, duration=4)
         await conn.aclose()
-        await asyncio.sleep(4.0)
+
+        async def both_ended() -> bool:
+            return all([(await api.session(one["_id"]))["status"] == 3 for one in (dropped, other)])
+
+        # the drop ends its session after the 1 s grace; the other runs out its 4 s
+        await wait_until(both_ended, timeout=15, interval=0.2, what="both sessions ended")
         gone = await api.session(dropped["_id"])
         assert gone["status"] == 3 and gone["close_reason"] == "client disconnected"
         # The other session kept streaming until its own duration ran out.
@@ -253,8 +247,13 @@ async def test_microphone_and_camera_reach_the_server(
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, microphone=mic, camera=VideoStreamTrack())
     try:
         await asyncio.wait_for(mic.drained.wait(), 10)
-        await asyncio.sleep(0.5)
-        after = (await asyncio.to_thread(httpx.get, health)).json()
+
+        async def received() -> dict[str, Any] | None:
+            now: dict[str, Any] = (await asyncio.to_thread(httpx.get, health)).json()
+            audio = now["inbound_audio_frames"] - before["inbound_audio_frames"]
+            return now if audio >= 40 and now["inbound_video_frames"] > before["inbound_video_frames"] else None
+
+        after = await wait_until(received, timeout=10, interval=0.1, what="the microphone's and camera's frames")
         assert after["inbound_audio_frames"] - before["inbound_audio_frames"] >= 40  # 1 s of 20 ms frames
         assert after["inbound_video_frames"] > before["inbound_video_frames"]
         await asyncio.wait_for(conn.video.get(), 10)  # and the avatar still streams to us

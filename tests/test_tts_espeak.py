@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -99,12 +98,3 @@ def test_segments_from_events_cover_the_audio() -> None:
     assert [p for p, _ in segments] == [SILENCE, "ɡ", "uː", "t", "a", SILENCE]  # the empty pause is gone
     assert segments[0] == (SILENCE, round(12 * 22.05))
     assert segments[3] == ("t", round(300 * 22.05) - round(182 * 22.05))  # the stress mark joined "t"
-
-
-async def test_measure_real_time_factor(tts: SentenceTTS) -> None:
-    text = "Guten Tag. Ich bin ein Avatar, und ich spreche mit einer Stimme, die auf diesem Rechner läuft. " * 3
-    start = time.perf_counter()
-    audio_s = sum(chunk.duration for chunk in await _collect(tts, text, GERMAN))
-    total = time.perf_counter() - start
-    print(f"\nespeak-ng: {audio_s:.1f} s of audio in {total * 1000:.0f} ms (real-time factor {total / audio_s:.4f})")
-    assert audio_s > 5

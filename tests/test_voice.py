@@ -4,54 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 
-from conftest import Deployment, same_words
+from conftest import LOOPBACK, hear, same_words
 from liveavatar.client import Connection, LiveAvatarApi, MicrophoneTrack
-from liveavatar.speech.voices import VoiceRegistry, discover_voices
-from servers import Server
 
-LOOPBACK = ["127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """Listening does not depend on storage: SQLite only."""
-    return "sqlite"
-
-
-@pytest.fixture(scope="module")
-def deployment(make_server: Callable[..., Server]) -> Deployment:
-    """A server with room for every session this module makes."""
-    return Deployment(make_server(args=("--max-sessions", "16")).start())
-
-
-@pytest.fixture
-async def api(deployment: Deployment) -> AsyncIterator[LiveAvatarApi]:
-    """A REST client with alice's key."""
-    async with LiveAvatarApi(deployment.server.url, api_key=deployment.alice.key) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def say() -> Callable[[str], tuple[np.ndarray, int]]:
-    """Recorded speech made with the packaged Piper voice: text -> (int16 samples, rate)."""
-    voices = VoiceRegistry(discover_voices())
-    voice = voices.default_voice("en")
-    tts = voices.tts_for(voice)
-
-    def speak(text: str) -> tuple[np.ndarray, int]:
-        async def collect() -> tuple[np.ndarray, int]:
-            chunks = [chunk async for chunk in tts.synthesize(text, voice)]
-            return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
-
-        return asyncio.run(collect())
-
-    return speak
+BACKENDS = ("sqlite",)  # listening does not depend on storage
+SERVER_ARGS = ("--max-sessions", "16")  # room for every session this module makes
 
 
 def words(text: str) -> list[str]:
@@ -127,13 +89,13 @@ async def test_barge_in_stops_the_avatar_and_keeps_what_the_user_said(
             "There are waves, and ships, and many many birds flying over the water all day."
         )
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_start", timeout=30)
-        await asyncio.sleep(1.0)
+        await hear(conn, 1.0)  # the user hears a second of the story, then speaks over it
         samples, rate = await asyncio.to_thread(say, "Stop, please tell me about the weather instead.")
         mic.push(samples, rate)
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=10)
         heard = await conn.next_message(user_chat, timeout=30)
         assert "weather" in words(heard["pld"]["text"])  # the speech that interrupted is not lost
-        transcript = await api._get("/api/open/v4/liveAvatar/session/transcript", id=session["_id"])
+        transcript = await api.transcript(session["_id"])
         barge = transcript["barge_ins"][0]
         latency = barge["silent_from"] - barge["onset"]
         print(f"barge-in: avatar silent {latency * 1000:.0f} ms after the user's speech onset")

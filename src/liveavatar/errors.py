@@ -46,6 +46,16 @@ class ParamError(LiveAvatarError):
     default_msg = "parameter error"
 
 
+class TooLarge(ParamError):
+    """A document or body over a byte limit; `limit` is the limit it broke."""
+
+    default_msg = "too large"
+
+    def __init__(self, msg: str | None = None, *, limit: int) -> None:
+        super().__init__(msg)
+        self.limit = limit
+
+
 class RateLimited(LiveAvatarError):
     code = Code.RATE_LIMITED
     default_msg = "frequent operation, please try again later"

@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from liveavatar.errors import ParamError
+from liveavatar.errors import ParamError, TooLarge
 
 MAX_REDIRECTS = 5
 
@@ -63,12 +63,12 @@ async def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_privat
                         raise ParamError(f"fetching {url[:200]!r} failed: HTTP {response.status_code}")
                     declared = response.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > max_bytes:
-                        raise ParamError(f"{url[:200]!r} is larger than {max_bytes} bytes")
+                        raise TooLarge(f"{url[:200]!r} is larger than {max_bytes} bytes", limit=max_bytes)
                     body = bytearray()
                     async for piece in response.aiter_bytes():
                         body += piece
                         if len(body) > max_bytes:
-                            raise ParamError(f"{url[:200]!r} is larger than {max_bytes} bytes")
+                            raise TooLarge(f"{url[:200]!r} is larger than {max_bytes} bytes", limit=max_bytes)
                     return Fetched(url, bytes(body), response.headers.get("content-type", ""))
             raise ParamError(f"too many redirects fetching {url[:200]!r}")
     except TimeoutError as exc:

@@ -10,8 +10,9 @@ from liveavatar.api.auth import Auth, ServicesDep
 from liveavatar.api.envelope import ok
 from liveavatar.api.schemas import KnowledgeCreate, KnowledgeRef, KnowledgeUpdate
 from liveavatar.clock import new_id, now_ms
-from liveavatar.errors import NotFound, ParamError
+from liveavatar.errors import NotFound, TooLarge
 from liveavatar.knowledge.jobs import IngestionJobs
+from liveavatar.store.knowledge import SOURCE_FIELDS
 from liveavatar.store.models import KnowledgeBase
 
 router = APIRouter(prefix="/api/open/v4/knowledge", tags=["knowledge"])
@@ -52,6 +53,7 @@ async def create_knowledge(body: KnowledgeCreate, principal: Auth, services: Ser
         prompt=fields.get("prompt") or "",
         docs=fields.get("docs") or [],
         urls=fields.get("urls") or [],
+        revision=0,
         create_time=now,
         update_time=now,
     )
@@ -86,7 +88,7 @@ async def update_knowledge(body: KnowledgeUpdate, principal: Auth, services: Ser
     row = await services.store.knowledge.update(body.id, principal.key_id, changes)
     if row is None:
         raise _missing(body.id)
-    if "docs" in changes or "urls" in changes:
+    if SOURCE_FIELDS & changes.keys():
         services.knowledge.start(row)  # re-index what changed
     return ok(knowledge_view(row, services.knowledge))
 
@@ -112,7 +114,11 @@ async def upload_knowledge(
         raise _missing(id)
     data = await file.read(UPLOAD_MAX_BYTES + 1)
     if len(data) > UPLOAD_MAX_BYTES:
-        raise ParamError(f"{file.filename!r} is larger than {UPLOAD_MAX_BYTES} bytes")
+        raise TooLarge(f"{file.filename!r} is larger than {UPLOAD_MAX_BYTES} bytes", limit=UPLOAD_MAX_BYTES)
     await services.knowledge.ingestor.ingest_upload(row.id, file.filename or "upload", data)
+    # the new revision is committed before the job starts: a server that dies now re-indexes on restart
+    row = await services.store.knowledge.new_revision(row.id, principal.key_id)
+    if row is None:
+        raise _missing(id)
     services.knowledge.start(row)
     return ok(knowledge_view(row, services.knowledge))

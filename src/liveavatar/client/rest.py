@@ -75,6 +75,11 @@ class LiveAvatarApi:
         closed: dict[str, Any] = await self._post("/api/open/v4/liveAvatar/session/close", {"id": session_id})
         return closed
 
+    async def transcript(self, session_id: str) -> dict[str, Any]:
+        """What was said in a live session: the client's messages, what the user heard of each reply, barge-ins."""
+        said: dict[str, Any] = await self._get("/api/open/v4/liveAvatar/session/transcript", id=session_id)
+        return said
+
     async def avatars(self) -> list[dict[str, Any]]:
         """Installed avatars."""
         result: list[dict[str, Any]] = (await self._get("/api/open/v4/liveAvatar/avatar/list"))["result"]

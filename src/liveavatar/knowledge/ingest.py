@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
 from liveavatar.clock import now_ms
-from liveavatar.errors import LiveAvatarError, ParamError
+from liveavatar.errors import LiveAvatarError, ParamError, TooLarge
 from liveavatar.fetch import fetch
 from liveavatar.knowledge.chunking import Chunk, chunk_text
 from liveavatar.knowledge.extract import detect_format, extract_text
@@ -61,6 +61,8 @@ class IngestStatus:
     updated: int = field(default_factory=now_ms)
     reason: str = ""
     """Why the whole ingestion failed (documents carry their own reasons)."""
+    revision: int = 0
+    """The base's revision (its sources' version) this status is about; stored, not shown."""
 
     def to_api(self) -> dict[str, Any]:
         """The `ingest` object of the knowledge detail response."""
@@ -83,6 +85,7 @@ class IngestStatus:
             chunks=int(data.get("chunks", 0)),
             updated=int(data.get("updated", 0)),
             reason=str(data.get("reason", "")),
+            revision=int(data.get("revision", 0)),
         )
 
 
@@ -91,6 +94,40 @@ class _Source:
     name: str
     source: str
     kind: Literal["doc", "url", "upload"]
+
+
+def _sources(docs: Sequence[dict[str, Any]], urls: Sequence[str], uploads: Sequence[tuple[str, Path]]) -> list[_Source]:
+    return [
+        *(_Source(str(doc.get("name") or doc.get("url") or ""), str(doc.get("url") or ""), "doc") for doc in docs),
+        *(_Source(str(url), str(url), "url") for url in urls),
+        *(_Source(name, str(path), "upload") for name, path in uploads),
+    ]
+
+
+class _Run:
+    """One ingestion of one base: its documents' states and the status it reports as it goes."""
+
+    def __init__(
+        self, sources: Sequence[_Source], revision: int, progress: Callable[[IngestStatus], None] | None = None
+    ) -> None:
+        self.documents = [DocumentStatus(source.name, source.source) for source in sources]
+        # fetching and reading the sources is the first FETCH_SHARE of the progress, building the index the rest
+        self.steps = max(1, len(sources)) / FETCH_SHARE
+        self.status = IngestStatus("indexing", 0.0, tuple(self.documents), revision=revision)
+        self._progress = progress
+
+    def report(self, done: float, **changes: Any) -> None:
+        """Record `done` steps (progress never goes back) and `changes`; tell the progress callback."""
+        if self.status.state != "indexing":
+            return
+        fraction = min(max(done / self.steps, self.status.progress), 1.0)
+        status = replace(self.status, documents=tuple(self.documents), progress=fraction, updated=now_ms())
+        self.status = replace(status, **changes)
+        if self._progress is not None:
+            try:
+                self._progress(self.status)
+            except Exception:
+                log.exception("knowledge progress callback failed")
 
 
 class Ingestor:
@@ -117,22 +154,41 @@ class Ingestor:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
         self._locks: dict[str, asyncio.Lock] = {}
         self._generation: dict[str, int] = {}
+        self._runs: dict[str, _Run] = {}
+        """The latest run of each base being indexed (or scheduled): the live status detail shows."""
 
     def index(self, kb_id: str) -> KnowledgeIndex | None:
         """The live index of `kb_id` (cached per version), None when the base was never ingested."""
         return self.indexes.get(_checked(kb_id))
 
     def status(self, kb_id: str) -> IngestStatus | None:
-        """The last ingestion status stored for `kb_id`."""
+        """The live status of a run of `kb_id` in progress, else the last one stored."""
+        run = self._runs.get(_checked(kb_id))
+        if run is not None:
+            return run.status
         try:
-            return IngestStatus.from_api(json.loads((self.root / _checked(kb_id) / "status.json").read_text()))
+            return IngestStatus.from_api(json.loads((self.root / kb_id / "status.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def schedule(
+        self,
+        kb_id: str,
+        docs: Sequence[dict[str, Any]],
+        urls: Sequence[str],
+        uploads: Sequence[tuple[str, Path]] = (),
+        *,
+        revision: int = 0,
+    ) -> None:
+        """Show `kb_id` as indexing these sources from now on (an `ingest` of them follows)."""
+        kb_id = _checked(kb_id)
+        self._runs[kb_id] = _Run(_sources(docs, urls, uploads), revision)
 
     def delete(self, kb_id: str) -> None:
         """Remove the base's index, status and uploads; an ingestion still running for it is discarded."""
         kb_id = _checked(kb_id)
         self._generation[kb_id] = self._generation.get(kb_id, 0) + 1
+        self._runs.pop(kb_id, None)
         self.indexes.forget(kb_id)
         shutil.rmtree(self.root / kb_id, ignore_errors=True)
 
@@ -140,7 +196,7 @@ class Ingestor:
         """Store an uploaded file for base `kb_id`; pass the returned path in `uploads` to `ingest`."""
         kb_id = _checked(kb_id)
         if len(data) > self.max_file_bytes:
-            raise ParamError(f"{name[:200]!r} is larger than {self.max_file_bytes} bytes")
+            raise TooLarge(f"{name[:200]!r} is larger than {self.max_file_bytes} bytes", limit=self.max_file_bytes)
         if detect_format(name, "", data[:65536]) is None:
             raise ParamError(f"unsupported document format: {name[:200]!r}")
         folder = self.root / kb_id / "uploads" / secrets.token_hex(8)
@@ -164,66 +220,55 @@ class Ingestor:
         urls: Sequence[str],
         uploads: Sequence[tuple[str, Path]] = (),
         progress: Callable[[IngestStatus], None] | None = None,
+        *,
+        revision: int = 0,
     ) -> IngestStatus:
-        """Fetch, extract, chunk and index every source, then replace the base's index; never raises for a source."""
+        """Fetch, extract, chunk and index every source, then replace the base's index; never raises for a source.
+
+        `revision` is the base's revision these sources belong to; it is stored with the status (from the
+        start, so that a server that dies meanwhile knows on restart that this base needs indexing).
+        """
         kb_id = _checked(kb_id)
         lock = self._locks.setdefault(kb_id, asyncio.Lock())
         async with lock:
-            return await self._ingest(kb_id, docs, urls, uploads, progress)
+            generation = self._generation.get(kb_id, 0)
+            sources = _sources(docs, urls, uploads)
+            run = _Run(sources, revision, progress)
+            self._runs[kb_id] = run
+            try:
+                run.report(0)
+                await asyncio.to_thread(self._store_status, kb_id, run.status, generation)
+                chunks = await self._read_sources(kb_id, run, sources)
+                return await self._build_and_swap(kb_id, run, chunks, generation)
+            finally:
+                # a later `schedule` or run has replaced this one when it is not ours any more
+                if self._runs.get(kb_id) is run:
+                    del self._runs[kb_id]
 
-    async def _ingest(
-        self,
-        kb_id: str,
-        docs: Sequence[dict[str, Any]],
-        urls: Sequence[str],
-        uploads: Sequence[tuple[str, Path]],
-        progress: Callable[[IngestStatus], None] | None,
-    ) -> IngestStatus:
-        generation = self._generation.get(kb_id, 0)
-        sources = [
-            *(_Source(str(doc.get("name") or doc.get("url") or ""), str(doc.get("url") or ""), "doc") for doc in docs),
-            *(_Source(str(url), str(url), "url") for url in urls),
-            *(_Source(name, str(path), "upload") for name, path in uploads),
-        ]
-        documents = [DocumentStatus(source.name, source.source) for source in sources]
-        # fetching and reading the sources is the first FETCH_SHARE of the progress, building the index the rest
-        steps = max(1, len(sources)) / FETCH_SHARE
-        status = IngestStatus("indexing", 0.0, tuple(documents))
-
-        def report(done: float, **changes: Any) -> None:
-            nonlocal status
-            if status.state != "indexing":
-                return
-            fraction = min(max(done / steps, status.progress), 1.0)
-            status = replace(status, documents=tuple(documents), progress=fraction, updated=now_ms())
-            status = replace(status, **changes)
-            if progress is not None:
-                try:
-                    progress(status)
-                except Exception:
-                    log.exception("knowledge progress callback failed")
-
-        report(0)
+    async def _read_sources(self, kb_id: str, run: _Run, sources: Sequence[_Source]) -> list[Chunk]:
+        """Fetch or load, extract and chunk each source in turn; a source that fails is marked so, alone."""
         chunks: list[Chunk] = []
         used = 0
         for number, source in enumerate(sources):
-            documents[number] = replace(documents[number], state="fetching")
-            report(number)
+            run.documents[number] = replace(run.documents[number], state="fetching")
+            run.report(number)
             try:
                 data, content_type = await self._read(source, self.max_total_bytes - used)
                 used += len(data)
-                documents[number] = replace(documents[number], state="indexing")
-                report(number + 0.5)
+                run.documents[number] = replace(run.documents[number], state="indexing")
+                run.report(number + 0.5)
                 hint = source.name if detect_format(source.name) or source.kind == "upload" else source.source
                 found = await asyncio.wait_for(
                     self._in_worker(_extract_chunks, data, hint, content_type, source.name), EXTRACT_TIMEOUT
                 )
             except TimeoutError:
                 found, reason = [], f"reading the document took longer than {EXTRACT_TIMEOUT:g} s"
+            except TooLarge as exc:
+                found, reason = [], exc.msg
+                if exc.limit < self.max_file_bytes:  # what was left of the total was the tighter limit
+                    reason = f"the base's documents exceed {self.max_total_bytes} bytes in total: {reason}"
             except LiveAvatarError as exc:
                 found, reason = [], exc.msg
-                if "larger than" in reason and self.max_total_bytes - used < self.max_file_bytes:
-                    reason = f"the base's documents exceed {self.max_total_bytes} bytes in total: {reason}"
             except Exception as exc:  # a document must never stop the others
                 log.exception("knowledge %s: unexpected error reading %s", kb_id, source.name)
                 found, reason = [], f"unexpected error: {type(exc).__name__}: {exc}"
@@ -231,18 +276,24 @@ class Ingestor:
                 reason = "" if found else "no text found in the document (a scanned PDF needs OCR first)"
             if found:
                 chunks.extend(found)
-                documents[number] = replace(documents[number], state="indexing", chunks=len(found))
+                run.documents[number] = replace(run.documents[number], state="indexing", chunks=len(found))
             else:
-                documents[number] = replace(documents[number], state="failed", reason=reason[:500])
+                run.documents[number] = replace(run.documents[number], state="failed", reason=reason[:500])
                 log.info("knowledge %s: %s failed: %s", kb_id, source.name, reason)
-            report(number + 1)
+            run.report(number + 1)
+        return chunks
+
+    async def _build_and_swap(self, kb_id: str, run: _Run, chunks: list[Chunk], generation: int) -> IngestStatus:
+        """Build the index from `chunks` beside the live one, swap it in, and store the final status."""
         loop = asyncio.get_running_loop()
+        steps = run.steps
 
         def building(fraction: float) -> None:  # called in the worker thread
             done = steps * (FETCH_SHARE + (1 - FETCH_SHARE) * fraction)
-            loop.call_soon_threadsafe(report, min(done, steps * 0.99))
+            loop.call_soon_threadsafe(run.report, min(done, steps * 0.99))
 
-        report(steps * FETCH_SHARE)
+        run.report(steps * FETCH_SHARE)
+        documents = run.documents
         try:
             version = await self._in_worker(self._build, kb_id, chunks, building)
         except Exception as exc:  # disk full, permissions: the old index stays live
@@ -250,13 +301,14 @@ class Ingestor:
             for number, document in enumerate(documents):
                 if document.state != "failed":
                     documents[number] = replace(document, state="failed", reason="the index could not be built")
-            report(steps, state="failed", reason=f"the index could not be built: {type(exc).__name__}: {exc}"[:500])
-            self._store_status(kb_id, status, generation)
-            return status
+            reason = f"the index could not be built: {type(exc).__name__}: {exc}"[:500]
+            run.report(steps, state="failed", reason=reason)
+            await asyncio.to_thread(self._store_status, kb_id, run.status, generation)
+            return run.status
         if self._generation.get(kb_id, 0) != generation:
             await self._in_worker(_remove_base, version)  # deleted while we worked
-            report(steps, state="failed", reason="the knowledge base was deleted during ingestion")
-            return status
+            run.report(steps, state="failed", reason="the knowledge base was deleted during ingestion")
+            return run.status
         self._swap(kb_id, version)
         await self._in_worker(self._prune, kb_id)
         ready = 0
@@ -264,15 +316,15 @@ class Ingestor:
             if document.state != "failed":
                 documents[number] = replace(document, state="ready")
                 ready += 1
-        failed = bool(sources) and not ready
-        report(
+        failed = bool(documents) and not ready
+        run.report(
             steps,
             state="failed" if failed else "ready",
             chunks=len(chunks),
             reason="no document could be read" if failed else "",
         )
-        self._store_status(kb_id, status, generation)
-        return status
+        await asyncio.to_thread(self._store_status, kb_id, run.status, generation)
+        return run.status
 
     async def _read(self, source: _Source, budget: int) -> tuple[bytes, str]:
         """The bytes and content type of one source, within the per-file limit and what is left of the total."""
@@ -283,7 +335,7 @@ class Ingestor:
             def load() -> bytes:
                 size = path.stat().st_size
                 if size > limit:
-                    raise ParamError(f"{source.name[:200]!r} is larger than {limit} bytes")
+                    raise TooLarge(f"{source.name[:200]!r} is larger than {limit} bytes", limit=limit)
                 return path.read_bytes()
 
             try:
@@ -339,7 +391,7 @@ class Ingestor:
         try:
             base.mkdir(parents=True, exist_ok=True)
             temporary = base / f".status-{secrets.token_hex(4)}"
-            temporary.write_text(json.dumps(status.to_api()))
+            temporary.write_text(json.dumps({**status.to_api(), "revision": status.revision}))
             temporary.replace(base / "status.json")
         except OSError:
             log.exception("knowledge %s: cannot store the ingestion status", kb_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from liveavatar.knowledge.ingest import Ingestor, IngestStatus
 from liveavatar.store.models import KnowledgeBase
@@ -25,15 +26,22 @@ class IngestionJobs:
         return sorted((path.name, path) for path in folder.glob("*/*") if path.is_file())
 
     def start(self, kb: KnowledgeBase) -> None:
-        """(Re)index a base in the background; a job already running for it is replaced."""
+        """(Re)index a base in the background; a job already running for it is replaced.
+
+        The base shows `indexing` from this call on (the answer to the request that started it says so).
+        """
         self._cancel(kb.id)
-        task = asyncio.create_task(self._run(kb.id, list(kb.docs), list(kb.urls)), name=f"ingest-{kb.id}")
+        docs, urls, uploads = list(kb.docs), list(kb.urls), self.uploads(kb.id)
+        self.ingestor.schedule(kb.id, docs, urls, uploads, revision=kb.revision)
+        task = asyncio.create_task(self._run(kb.id, docs, urls, uploads, kb.revision), name=f"ingest-{kb.id}")
         self._jobs[kb.id] = task
         task.add_done_callback(lambda done: self._jobs.pop(kb.id, None) if self._jobs.get(kb.id) is done else None)
 
-    async def _run(self, kb_id: str, docs: list[dict[str, object]], urls: list[str]) -> None:
+    async def _run(
+        self, kb_id: str, docs: list[dict[str, Any]], urls: list[str], uploads: list[tuple[str, Path]], revision: int
+    ) -> None:
         try:
-            status = await self.ingestor.ingest(kb_id, docs, urls, self.uploads(kb_id))
+            status = await self.ingestor.ingest(kb_id, docs, urls, uploads, revision=revision)
             log.info("knowledge base %s: %s, %d passages", kb_id, status.state, status.chunks)
         except asyncio.CancelledError:
             pass
@@ -45,10 +53,12 @@ class IngestionJobs:
         return self.ingestor.status(kb_id)
 
     def resume(self, bases: list[KnowledgeBase]) -> None:
-        """Restart ingestions a previous server left unfinished (or never started)."""
+        """Restart ingestions a previous server left unfinished, never started, or ran on older sources."""
         for kb in bases:
             status = self.ingestor.status(kb.id)
-            if status is None or status.state == "indexing":
+            if status is None or status.state == "indexing" or status.revision != kb.revision:
+                if status is not None:
+                    log.info("knowledge base %s: resuming its ingestion (revision %d)", kb.id, kb.revision)
                 self.start(kb)
 
     def delete(self, kb_id: str) -> None:

@@ -12,6 +12,9 @@ from liveavatar.clock import now_ms
 from liveavatar.errors import KnowledgeExists
 from liveavatar.store.models import KnowledgeBase
 
+SOURCE_FIELDS = frozenset({"docs", "urls"})
+"""The fields whose change makes a base's index stale (and bumps its revision)."""
+
 
 class KnowledgeRepository:
     """Create, read, update, list and delete knowledge bases, each scoped to its owner."""
@@ -45,7 +48,7 @@ class KnowledgeRepository:
             return list(await db.scalars(query.offset((page - 1) * size).limit(size)))
 
     async def update(self, kb_id: str, owner_id: int, changes: dict[str, Any]) -> KnowledgeBase | None:
-        """Apply `changes` to the owner's base; None when it does not exist."""
+        """Apply `changes` to the owner's base (a new revision when its sources change); None when it does not exist."""
         try:
             async with self._sessionmaker() as db, db.begin():
                 row = await db.get(KnowledgeBase, kb_id)
@@ -53,9 +56,21 @@ class KnowledgeRepository:
                     return None
                 for field, value in changes.items():
                     setattr(row, field, value)
+                if SOURCE_FIELDS & changes.keys():
+                    row.revision += 1
                 row.update_time = now_ms()
         except IntegrityError as exc:
             raise KnowledgeExists(f"a knowledge base named {changes.get('name')!r} already exists") from exc
+        return row
+
+    async def new_revision(self, kb_id: str, owner_id: int) -> KnowledgeBase | None:
+        """Bump the owner's base to a new revision (its uploads changed); None when it does not exist."""
+        async with self._sessionmaker() as db, db.begin():
+            row = await db.get(KnowledgeBase, kb_id)
+            if row is None or row.owner_id != owner_id:
+                return None
+            row.revision += 1
+            row.update_time = now_ms()
         return row
 
     async def all(self) -> list[KnowledgeBase]:

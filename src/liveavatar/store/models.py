@@ -75,6 +75,8 @@ class KnowledgeBase(Base):
     prompt: Mapped[str] = mapped_column(Text, default="")
     docs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     urls: Mapped[list[str]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped with every change of the sources (docs, urls, uploads); an index records the one it was built from."""
     create_time: Mapped[int] = mapped_column(BigInteger)
     update_time: Mapped[int] = mapped_column(BigInteger)
 

@@ -1,0 +1,25 @@
+"""Knowledge bases get a revision: bumped with every change of their sources, so an interrupted ingestion resumes.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("knowledge_bases") as batch:
+        batch.add_column(sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("knowledge_bases") as batch:
+        batch.drop_column("revision")
