@@ -13,6 +13,7 @@ from liveavatar.protocol.messages import ChatChunk, ProtocolError
 DEFAULT_MAX_BYTES = 64 * 1024
 DEFAULT_MAX_CHUNKS = 4096
 DEFAULT_MAX_PARTIALS = 16
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_REMEMBER = 256
 
@@ -49,6 +50,9 @@ class _Partial:
 class ChatAssembler:
     """Reassembles chunked chat: any order, duplicates ignored, bounded in size, count and time.
 
+    Bounds: `max_bytes` per message, `max_chunks` per message, `max_partials` unfinished messages and
+    `max_pending_bytes` held by all unfinished messages together.
+
     `add()` returns a message's whole text once chunks 0..fin have all arrived. Chunks for a `mid`
     that completed, failed or expired recently are ignored. The owner calls `expire()` now and then
     to drop partials that saw no chunk for `timeout` seconds.
@@ -60,15 +64,18 @@ class ChatAssembler:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         max_partials: int = DEFAULT_MAX_PARTIALS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         timeout: float = DEFAULT_TIMEOUT,
         remember: int = DEFAULT_REMEMBER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if min(max_bytes, max_chunks, max_partials, remember) < 1 or timeout <= 0:
+        if min(max_bytes, max_chunks, max_partials, max_pending_bytes, remember) < 1 or timeout <= 0:
             raise ValueError("ChatAssembler limits must be positive")
         self.max_bytes = max_bytes
         self.max_chunks = max_chunks
         self.max_partials = max_partials
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self.timeout = timeout
         self._remember = remember
         self._clock = clock
@@ -79,6 +86,11 @@ class ChatAssembler:
     def pending(self) -> int:
         """Number of messages still waiting for chunks."""
         return len(self._partials)
+
+    @property
+    def pending_bytes(self) -> int:
+        """UTF-8 bytes held by unfinished messages."""
+        return self._pending_bytes
 
     def add(self, chunk: ChatChunk) -> str | None:
         """Take one chunk; the whole text when its message is now complete, else None."""
@@ -107,16 +119,20 @@ class ChatAssembler:
             self._fail(mid, f"{name} has conflicting fin (chunk {chunk.idx})")
         if partial.fin_idx is not None and chunk.idx > partial.fin_idx:
             self._fail(mid, f"{name} has chunk {chunk.idx} after its fin {partial.fin_idx}")
-        partial.size += utf8_size(chunk.text)
-        if partial.size > self.max_bytes:
+        size = utf8_size(chunk.text)
+        if partial.size + size > self.max_bytes:
             self._fail(mid, self._too_long(mid))
+        if self._pending_bytes + size > self.max_pending_bytes:
+            self._fail(mid, f"unfinished chat messages hold more than {self.max_pending_bytes} bytes")
+        partial.size += size
+        self._pending_bytes += size
         partial.chunks[chunk.idx] = chunk.text
         if chunk.fin:
             partial.fin_idx = chunk.idx
         # Every stored idx is <= fin_idx, so a full count means 0..fin are all here.
         if partial.fin_idx is None or len(partial.chunks) != partial.fin_idx + 1:
             return None
-        del self._partials[mid]
+        self._drop(mid)
         self._finish(mid)
         return join_surrogates("".join(partial.chunks[i] for i in range(partial.fin_idx + 1)))
 
@@ -125,7 +141,7 @@ class ChatAssembler:
         now = self._clock()
         stale = sorted((p.touched, mid) for mid, p in self._partials.items() if now - p.touched >= self.timeout)
         for _, mid in stale:
-            del self._partials[mid]
+            self._drop(mid)
             self._finish(mid)
         return [mid for _, mid in stale]
 
@@ -138,8 +154,13 @@ class ChatAssembler:
         while len(self._finished) > self._remember:
             del self._finished[next(iter(self._finished))]
 
+    def _drop(self, mid: str) -> None:
+        partial = self._partials.pop(mid, None)
+        if partial is not None:
+            self._pending_bytes -= partial.size
+
     def _fail(self, mid: str, reason: str) -> NoReturn:
         """Drop the message and raise the error the caller reports (its later chunks are ignored)."""
-        self._partials.pop(mid, None)
+        self._drop(mid)
         self._finish(mid)
         raise ProtocolError(reason, msg_type="chat", mid=mid)
