@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import json
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -13,6 +15,8 @@ from types import MappingProxyType
 from typing import Final
 
 from liveavatar.protocol.messages import Sender, chat, encode
+
+log = logging.getLogger(__name__)
 
 WINDOW: Final = 1.0
 """Rates are per second, enforced over every sliding window of this many seconds."""
@@ -50,6 +54,16 @@ PROFILES: Final[Mapping[str, TransportProfile]] = MappingProxyType(
 """Known transports by `stream_type`; "webrtc" is liveavatar's own data channel."""
 
 DEFAULT_PROFILE: Final = PROFILES["webrtc"]
+
+ERROR_BACKLOG: Final = 4
+"""Error events queued at most; more are dropped (counted) so that junk input cannot crowd out replies."""
+_ERROR_EVENT: Final = encode({"v": 2, "type": "event", "pld": {"event": "error"}})[:-2]
+"""How every encoded error event begins (`encode` is deterministic: compact, keys in insertion order)."""
+
+
+def is_error_event(encoded: str) -> bool:
+    """Whether an encoded message is an `error` event."""
+    return encoded.startswith(_ERROR_EVENT) and encoded[len(_ERROR_EVENT) : len(_ERROR_EVENT) + 1] in (",", "}")
 
 
 class MessageTooLarge(ValueError):
@@ -143,10 +157,50 @@ class ChatStream:
         return chunks
 
 
+def fit_control(encoded: str, profile: TransportProfile = DEFAULT_PROFILE) -> str | None:
+    """`encoded` (an ack or event) made to fit the profile: its `msg` cut short, then its `mid`, `cmd` dropped.
+
+    None when even that does not fit. Control messages are built from client input (a mid, a reason
+    naming a value), so the sender shrinks them rather than fail on them.
+    """
+    if fits(encoded, profile):
+        return encoded
+    try:
+        message = json.loads(encoded)
+    except ValueError:
+        return None
+    pld = message.get("pld") if isinstance(message, dict) else None
+    if not isinstance(pld, dict):
+        return None
+    text = pld.get("msg")
+    if isinstance(text, str):
+        # The longest prefix of msg that fits, by bisection (each try encodes the whole message once).
+        lo, hi = 0, len(text)
+        while lo < hi:
+            keep = (lo + hi + 1) // 2
+            pld["msg"] = text[:keep] + "..."
+            lo, hi = (keep, hi) if fits(encode(message), profile) else (lo, keep - 1)
+        pld["msg"] = text[:lo] + "..."
+        shorter = encode(message)
+        if fits(shorter, profile):
+            return shorter
+    for cut in ("mid", "cmd"):  # a client's own oversized mid or cmd: the ack goes without it
+        if cut == "mid":
+            message.pop("mid", None)
+        elif isinstance(pld.get("cmd"), str):
+            pld["cmd"] = ""
+        shortest = encode(message)
+        if fits(shortest, profile):
+            return shortest
+    return None
+
+
 class OutboundPacer:
     """Sends encoded messages within the transport's size and rate limits.
 
-    Control messages (acks, events) go before queued chat chunks; chat chunks keep their order.
+    Control messages (acks, events) go before queued chat chunks; chat chunks keep their order. Error
+    events come last and at most `ERROR_BACKLOG` wait at once (the rest are counted in
+    `dropped_errors`): junk input gets answered without delaying the bot's text or any ack.
     Rates hold over every sliding `WINDOW`. Drive it with `run()` (in the owner's task group) or
     with `pump()` / `next_delay()`; `clock` and `sleep` are injectable for tests.
     """
@@ -165,6 +219,9 @@ class OutboundPacer:
         self._sleep = sleep
         self._control: deque[tuple[str, int]] = deque()
         self._chat: deque[tuple[str, int]] = deque()
+        self._errors: deque[tuple[str, int]] = deque()
+        self.dropped_errors = 0
+        """Error events dropped because `ERROR_BACKLOG` were already waiting."""
         self._sent: deque[tuple[float, int]] = deque()  # (time, bytes) of sends in the last WINDOW
         self._sent_bytes = 0
         self._limited = profile.max_bytes_per_second is not None or profile.max_messages_per_second is not None
@@ -174,11 +231,26 @@ class OutboundPacer:
     @property
     def pending(self) -> int:
         """Messages queued and not yet sent."""
-        return len(self._control) + len(self._chat)
+        return len(self._control) + len(self._chat) + len(self._errors)
 
     def push_control(self, message: str) -> None:
-        """Queue an encoded ack or event ahead of any chat; dropped once closed."""
-        self._push(self._control, [message])
+        """Queue an encoded ack or event ahead of any chat (an error event: after it); never raises.
+
+        A message too large for the transport is shrunk (`fit_control`) or, failing that, dropped.
+        """
+        fitted = fit_control(message, self.profile)
+        if fitted is None:
+            log.warning(
+                "dropped a %d-byte control message that cannot fit %s", message_size(message), self.profile.name
+            )
+            return
+        if is_error_event(fitted):
+            if len(self._errors) >= ERROR_BACKLOG:
+                self.dropped_errors += 1
+                return
+            self._push(self._errors, [fitted])
+            return
+        self._push(self._control, [fitted])
 
     def push_chat(self, messages: Iterable[str]) -> None:
         """Queue encoded chat chunks (e.g. from `split_chat`) in order; dropped once closed."""
@@ -196,7 +268,7 @@ class OutboundPacer:
             now = self._clock()
             if self._delay(head[1], now) > 0:
                 break
-            (self._control if self._control else self._chat).popleft()
+            (self._control or self._chat or self._errors).popleft()
             if self._limited:
                 self._sent.append((now, head[1]))
                 self._sent_bytes += head[1]
@@ -220,6 +292,7 @@ class OutboundPacer:
         self._closed = True
         self._control.clear()
         self._chat.clear()
+        self._errors.clear()
         self._wakeup.set()
 
     def _push(self, queue: deque[tuple[str, int]], messages: Iterable[str]) -> None:
@@ -231,9 +304,8 @@ class OutboundPacer:
         self._wakeup.set()
 
     def _head(self) -> tuple[str, int] | None:
-        if self._control:
-            return self._control[0]
-        return self._chat[0] if self._chat else None
+        queue = self._control or self._chat or self._errors
+        return queue[0] if queue else None
 
     def _delay(self, size: int, now: float) -> float:
         """Seconds until a `size`-byte message fits both rate limits over the sliding window."""

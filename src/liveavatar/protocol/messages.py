@@ -10,6 +10,20 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal, TypeAlias, TypeVar, get_args
 
 from liveavatar.errors import Code, LiveAvatarError
+from liveavatar.protocol.limits import (
+    MAX_CMD,
+    MAX_EVENT,
+    MAX_ID,
+    MAX_IDX,
+    MAX_INBOUND_BYTES,
+    MAX_LANGUAGE,
+    MAX_MID,
+    MAX_STT_TYPE,
+    MAX_URL,
+    pron_map_problem,
+    text_problem,
+    url_problem,
+)
 
 VERSION: Final = 2
 
@@ -152,12 +166,23 @@ def _is_empty(value: object) -> bool:
     return value is None or value == "" or (isinstance(value, dict) and not value)
 
 
-def _opt_str(data: Mapping[str, object], key: str, path: str) -> str | None:
+def _opt_str(data: Mapping[str, object], key: str, path: str, max_chars: int) -> str | None:
     value = data.get(key)
     if _is_empty(value):
         return None
     if not isinstance(value, str):
         raise _Invalid(f"{path} must be a string, got {_show(value)}")
+    problem = text_problem(value, max_chars)
+    if problem is not None:
+        raise _Invalid(f"{path} {problem}")
+    return value
+
+
+def _opt_url(data: Mapping[str, object], key: str, path: str) -> str | None:
+    value = _opt_str(data, key, path, MAX_URL)
+    problem = None if value is None else url_problem(value)
+    if problem is not None:
+        raise _Invalid(f"{path} {problem}")
     return value
 
 
@@ -222,6 +247,9 @@ def _pron_map(data: Mapping[str, object], path: str) -> Mapping[str, str] | None
     for word, spoken in pm.items():
         if not isinstance(spoken, str):
             raise _Invalid(f"{path}[{_show(word)}] must be a string, got {_show(spoken)}")
+    problem = pron_map_problem(pm)
+    if problem is not None:
+        raise _Invalid(f"{path} {problem}")
     return MappingProxyType({word: str(spoken) for word, spoken in pm.items()})
 
 
@@ -231,21 +259,21 @@ def _set_params(mid: str | None, data: Mapping[str, object]) -> SetParams:
         raise _Invalid(f"data.mode must be 1 (retelling) or 2 (dialogue), got {_show(mode)}")
     vp = _opt_object(data, "vparams", "data.vparams") or {}
     # Deprecated top-level vid/vurl still work; vparams wins when both are given.
-    voice_id = _opt_str(vp, "vid", "data.vparams.vid")
-    legacy_voice_id = _opt_str(data, "vid", "data.vid")
-    voice_url = _opt_str(vp, "vurl", "data.vparams.vurl")
-    legacy_voice_url = _opt_str(data, "vurl", "data.vurl")
+    voice_id = _opt_str(vp, "vid", "data.vparams.vid", MAX_ID)
+    legacy_voice_id = _opt_str(data, "vid", "data.vid", MAX_ID)
+    voice_url = _opt_url(vp, "vurl", "data.vparams.vurl")
+    legacy_voice_url = _opt_url(data, "vurl", "data.vurl")
     return SetParams(
         mid=mid,
-        lang=_opt_str(data, "lang", "data.lang"),
+        lang=_opt_str(data, "lang", "data.lang", MAX_LANGUAGE),
         mode=2 if mode == 2 else 1 if mode == 1 else None,
-        bgurl=_opt_str(data, "bgurl", "data.bgurl"),
+        bgurl=_opt_url(data, "bgurl", "data.bgurl"),
         voice_id=voice_id if voice_id is not None else legacy_voice_id,
         voice_url=voice_url if voice_url is not None else legacy_voice_url,
         speed=_opt_number(vp, "speed", "data.vparams.speed", SPEED_MIN, SPEED_MAX),
-        stt_language=_opt_str(vp, "stt_language", "data.vparams.stt_language"),
+        stt_language=_opt_str(vp, "stt_language", "data.vparams.stt_language", MAX_LANGUAGE),
         pron_map=_pron_map(vp, "data.vparams.pron_map"),
-        stt_type=_opt_str(vp, "stt_type", "data.vparams.stt_type"),
+        stt_type=_opt_str(vp, "stt_type", "data.vparams.stt_type", MAX_STT_TYPE),
         turn_detection=_turn_detection(vp, "data.vparams.turn_detection"),
     )
 
@@ -277,6 +305,8 @@ def _chat(mid: str, msg: Mapping[str, object], pld: Mapping[str, object]) -> Cha
         raise _Invalid("idx is missing")
     if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
         raise _Invalid(f"idx must be an integer >= 0, got {_show(idx)}")
+    if idx > MAX_IDX:
+        raise _Invalid(f"idx must be at most {MAX_IDX}, got {_show(idx)}")
     fin = msg.get("fin")
     if fin is None:
         raise _Invalid("fin is missing")
@@ -287,6 +317,8 @@ def _chat(mid: str, msg: Mapping[str, object], pld: Mapping[str, object]) -> Cha
         raise _Invalid("pld.text is missing")
     if not isinstance(text, str):
         raise _Invalid(f"pld.text must be a string, got {_show(text)}")
+    # A lone surrogate may be half of a pair that a UTF-16 client split across chunks: reassembly
+    # pairs them up and repairs what stays lone, so chat text is the one place they pass.
     return ChatChunk(mid=mid, idx=idx, fin=fin, text=text)
 
 
@@ -295,6 +327,8 @@ def _reject_constant(name: str) -> object:
 
 
 def _decode(raw: str | bytes) -> object:
+    if len(raw) > MAX_INBOUND_BYTES:
+        raise ProtocolError(f"message is larger than {MAX_INBOUND_BYTES} bytes")
     if isinstance(raw, bytes | bytearray | memoryview):
         try:
             raw = bytes(raw).decode("utf-8")
@@ -320,13 +354,17 @@ def parse(raw: str | bytes) -> Inbound | None:
         raise ProtocolError("type is missing")
     if not isinstance(msg_type, str) or msg_type not in _TYPES:
         raise ProtocolError(f"unknown type {_show(msg_type)} (expected chat, command or event)")
-    # Read mid and cmd first, so that any later error can name them in its ack.
+    # Read mid and cmd first, so that any later error can name them in its ack; an ack echoes them
+    # only when they are valid and short (an oversized echo could not be sent at all).
     raw_mid = msg.get("mid")
-    mid = raw_mid if isinstance(raw_mid, str) else None
+    mid_problem = text_problem(raw_mid, MAX_MID, controls=False) if isinstance(raw_mid, str) else None
+    mid = raw_mid if isinstance(raw_mid, str) and mid_problem is None else None
     pld = msg.get("pld")
     raw_cmd = pld.get("cmd") if isinstance(pld, dict) else None
-    cmd = raw_cmd if isinstance(raw_cmd, str) else None
+    cmd = raw_cmd if isinstance(raw_cmd, str) and text_problem(raw_cmd, MAX_CMD, controls=False) is None else None
     try:
+        if mid_problem is not None:
+            raise _Invalid(f"mid {mid_problem}")
         if raw_mid is not None and mid is None:
             raise _Invalid(f"mid must be a string, got {_show(raw_mid)}")
         if pld is None:
@@ -341,12 +379,15 @@ def parse(raw: str | bytes) -> Inbound | None:
             name = pld.get("event")
             if not isinstance(name, str) or not name:
                 raise _Invalid(f"pld.event must be a non-empty string, got {_show(name)}")
+            problem = text_problem(name, MAX_EVENT)
+            if problem is not None:
+                raise _Invalid(f"pld.event {problem}")
             return Event(name=name)
         if raw_cmd is None:
             raise _Invalid("pld.cmd is missing")
-        if cmd is None:
+        if not isinstance(raw_cmd, str):
             raise _Invalid(f"pld.cmd must be a string, got {_show(raw_cmd)}")
-        return _command(mid, cmd, pld)
+        return _command(mid, raw_cmd, pld)
     except _Invalid as exc:
         raise ProtocolError(str(exc), msg_type=msg_type, mid=mid, cmd=cmd) from None
 

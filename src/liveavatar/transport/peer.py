@@ -19,6 +19,8 @@ from liveavatar.transport.tracks import AvatarAudioTrack, AvatarVideoTrack, Medi
 
 log = logging.getLogger(__name__)
 DROPPED_STATES = frozenset({"failed", "closed"})
+OUTBOX_LIMIT = 1000
+"""Messages held until the data channel opens; more are dropped (a client that never opens it)."""
 
 
 class Peer:
@@ -80,18 +82,32 @@ class Peer:
                 transceiver.setCodecPreferences(preferred)
 
     def send(self, text: str) -> None:
-        """Send a message on the data channel (held until the channel opens)."""
+        """Send a message on the data channel (held until the channel opens); never raises.
+
+        aiortc runs this inside its own connection loop (from a message handler): an exception here
+        would end that loop and with it the video, so a message that cannot go is logged and dropped.
+        """
         channel = self._channel
-        if channel is not None and channel.readyState == "open":
-            channel.send(text)
-        elif channel is None or channel.readyState == "connecting":
-            self._outbox.append(text)
+        try:
+            if channel is not None and channel.readyState == "open":
+                channel.send(text)
+            elif (channel is None or channel.readyState == "connecting") and len(self._outbox) < OUTBOX_LIMIT:
+                self._outbox.append(text)
+        except Exception:
+            log.exception("dropped a %d-character data-channel message that could not be sent", len(text))
+
+    def _receive(self, raw: str | bytes) -> None:
+        # The handler runs inside aiortc's SCTP loop: nothing it raises may reach that loop.
+        try:
+            self._on_message(raw)
+        except Exception:
+            log.exception("handling a %d-byte data-channel message failed", len(raw))
 
     def _attach_channel(self, channel: RTCDataChannel) -> None:
         if self._channel is not None:
             return  # one channel carries the stream messages; later ones are ignored
         self._channel = channel
-        channel.on("message", self._on_message)
+        channel.on("message", self._receive)
         if channel.readyState == "open":
             self._flush()
         else:
