@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,17 @@ from liveavatar.errors import Code, LiveAvatarError
 log = logging.getLogger(__name__)
 
 
+class EnvelopeResponse(JSONResponse):
+    """JSON as FastAPI writes it, except that text which cannot be UTF-8 is escaped instead of failing."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            # A lone surrogate stored before the edge refused them: \uXXXX escapes are valid JSON.
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def ok(data: Any = None) -> dict[str, Any]:
     """A success envelope; `data` is always present (null when empty), as clients require."""
     return {"code": int(Code.OK), "msg": "OK", "data": data}
@@ -24,7 +36,7 @@ def ok(data: Any = None) -> dict[str, Any]:
 
 def error_response(code: Code | int, msg: str) -> JSONResponse:
     """An error envelope, HTTP 200 as the API does it (clients check `code`)."""
-    return JSONResponse({"code": int(code), "msg": msg, "data": None})
+    return EnvelopeResponse({"code": int(code), "msg": msg, "data": None})
 
 
 def describe_validation(exc: RequestValidationError) -> str:
@@ -86,6 +98,15 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        if path.startswith("/api/") and path.endswith("/"):
+            # The routes have no trailing slash; serve them rather than redirect (a 307 loses POST bodies
+            # with many clients, and its empty body is no envelope).
+            scope = {**scope, "path": path.rstrip("/"), "raw_path": (scope.get("raw_path") or b"/").rstrip(b"/")}
+        problem = _url_problem(scope)
+        if problem is not None:
+            await _send_json(send, _error_bytes(Code.PARAM_ERROR, problem))
+            return
         limit = self.large_bodies.get(scope.get("path", ""), self.max_body_bytes)
         too_large = _error_bytes(Code.PARAM_ERROR, f"request body too large (limit {limit} bytes)")
         length = dict(scope.get("headers", ())).get(b"content-length")
@@ -119,6 +140,17 @@ class GuardMiddleware:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 await _send_json(send, _error_bytes(Code.PROCESSING_ERROR, "internal server error"))
+
+
+def _url_problem(scope: Scope) -> str | None:
+    """Why the request's path or query string is not valid UTF-8 text (None when it is)."""
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    for what, raw in (("path", raw_path), ("query string", scope.get("query_string", b""))):
+        try:
+            unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the {what} is not valid UTF-8"
+    return None
 
 
 def _error_bytes(code: Code, msg: str) -> bytes:

@@ -8,14 +8,29 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from liveavatar.protocol.limits import (
+    MAX_PRON_ENTRIES,
+    MAX_PRON_WORD,
+    first_surrogate_path,
+    pron_map_problem,
+    url_problem,
+)
+
 MB = 1024 * 1024
 KNOWLEDGE_FORMATS = frozenset({"pdf", "doc", "docx", "txt", "md", "json", "xml", "csv"})
 
 
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http(s) URL")
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(f"URL {problem}")
+    return value
+
+
+def _pron_map(value: dict[str, str]) -> dict[str, str]:
+    problem = pron_map_problem(value)
+    if problem is not None:
+        raise ValueError(f"pron_map {problem}")
     return value
 
 
@@ -31,6 +46,10 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_blanks(cls, value: Any) -> Any:
+        # JSON's \ud800 escape gives a lone surrogate: not text, and no answer containing it can be encoded.
+        where = first_surrogate_path(value)
+        if where is not None:
+            raise ValueError(f"{where} is not valid Unicode (lone surrogate)")
         if isinstance(value, dict):
             return {key: item for key, item in value.items() if item is not None and item != ""}
         return value
@@ -49,9 +68,11 @@ class VoiceParams(Body):
     """How the avatar speaks and listens."""
 
     speed: float = Field(1.0, ge=0.8, le=1.2)
-    pron_map: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)], str] = Field(
-        default_factory=dict, max_length=500
-    )
+    pron_map: Annotated[
+        dict[Annotated[str, StringConstraints(min_length=1, max_length=MAX_PRON_WORD)], str],
+        Field(max_length=MAX_PRON_ENTRIES),
+        AfterValidator(_pron_map),
+    ] = Field(default_factory=dict)
     stt_language: str | None = Field(None, max_length=16)
     stt_type: str | None = Field(None, max_length=32)
     turn_detection: TurnDetection | None = None

@@ -79,6 +79,9 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def extract_text(data: bytes, name: str, content_type: str = "") -> str:
     """Plain text of a document; ParamError when it is unreadable, ProcessingError when a tool is missing."""
     fmt = detect_format(name, content_type, data)
@@ -95,6 +98,9 @@ def extract_text(data: bytes, name: str, content_type: str = "") -> str:
 
 
 def _tidy(text: str) -> str:
+    # Lone surrogates (a JSON "\ud800" escape, a "unicode_escape" charset, a broken PDF) are not text:
+    # replaced here, so that no stored passage or answer built from one can fail to encode.
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = re.sub(r"[ \t\u00a0]+", " ", text)
     text = re.sub(r" ?\n ?", "\n", text)

@@ -52,7 +52,8 @@ def first_surrogate_path(value: object, path: str = "") -> str | None:
         return (path or "value") if has_surrogate(value) else None
     if isinstance(value, Mapping):
         for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
+            name = str(key)[:40]
+            where = f"{path}.{name}" if path else name
             if isinstance(key, str) and has_surrogate(key):
                 return f"{path or 'body'} (a key)"
             found = first_surrogate_path(item, where)
