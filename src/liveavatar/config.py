@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     max_sessions: int = Field(8, ge=1)
     """Live sessions (queueing or processing) this server holds at once, over all its hosts; more get 1215."""
+    max_sessions_per_key: int = Field(0, ge=0)
+    """Live sessions one API key may hold at once (0: no limit but `max_sessions`); more get 1006."""
     workers: int | None = Field(None, ge=0)
     """Worker processes holding sessions; 0: sessions run inside the API process; unset: one per usable core."""
     ray_address: str | None = None

@@ -86,6 +86,11 @@ class AccountBanned(LiveAvatarError):
     default_msg = "account has been disabled"
 
 
+class QuotaExceeded(LiveAvatarError):
+    code = Code.QUOTA
+    default_msg = "insufficient quota"
+
+
 class Busy(LiveAvatarError):
     code = Code.BUSY
     default_msg = "liveAvatar processing is busy, no capacity for a new session"

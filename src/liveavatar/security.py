@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -58,6 +59,14 @@ class TokenSigner:
     def __init__(self, secret: bytes, issuer: str = "liveavatar") -> None:
         self._secret = secret
         self._issuer = issuer
+
+    def owner_uid(self, key_id: int) -> int:
+        """The `uid` the API shows for objects of key `key_id`: stable, opaque, not the key's sequential id.
+
+        48 bits of an HMAC under the installation secret (below 2**53, so JavaScript reads it exactly).
+        """
+        digest = hmac.new(self._secret, f"uid:{key_id}".encode(), hashlib.sha256).digest()
+        return int.from_bytes(digest[:6], "big") or 1
 
     def sign(self, subject: str, audience: Audience, ttl: float) -> str:
         """A token for `subject`, valid for `ttl` seconds."""

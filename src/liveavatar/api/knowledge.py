@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -20,12 +21,21 @@ UPLOAD_PATH = "/api/open/v4/knowledge/upload"
 UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 
 
-def knowledge_view(row: KnowledgeBase, jobs: IngestionJobs) -> dict[str, Any]:
+def _ingest_view(status: dict[str, Any]) -> dict[str, Any]:
+    """The ingest object without the server's file paths: an uploaded file's source reads `upload:<name>`."""
+    for document in status.get("documents", []):
+        source = str(document.get("source", ""))
+        if source and not source.startswith(("http://", "https://")):
+            document["source"] = f"upload:{document.get('name') or PurePath(source).name}"
+    return status
+
+
+def knowledge_view(row: KnowledgeBase, jobs: IngestionJobs, uid: int) -> dict[str, Any]:
     """The knowledge base object of the API, with its ingestion progress and per-document status."""
     status = jobs.status(row.id)
     return {
         "_id": row.id,
-        "uid": row.owner_id,
+        "uid": uid,
         "name": row.name,
         "prologue": row.prologue,
         "prompt": row.prompt,
@@ -33,7 +43,7 @@ def knowledge_view(row: KnowledgeBase, jobs: IngestionJobs) -> dict[str, Any]:
         "urls": row.urls,
         "create_time": row.create_time,
         "update_time": row.update_time,
-        "ingest": status.to_api() if status else {"state": "pending", "progress": 0.0, "documents": []},
+        "ingest": _ingest_view(status.to_api()) if status else {"state": "pending", "progress": 0.0, "documents": []},
     }
 
 
@@ -59,7 +69,7 @@ async def create_knowledge(body: KnowledgeCreate, principal: Auth, services: Ser
     )
     await services.store.knowledge.add(row)
     services.knowledge.start(row)
-    return ok(knowledge_view(row, services.knowledge))
+    return ok(knowledge_view(row, services.knowledge, services.signer.owner_uid(row.owner_id)))
 
 
 @router.get("/list", summary="The caller's knowledge bases")
@@ -71,7 +81,7 @@ async def list_knowledge(
     name: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Any:
     rows = await services.store.knowledge.page(principal.key_id, page=page, size=size, name=name)
-    return ok([knowledge_view(row, services.knowledge) for row in rows])
+    return ok([knowledge_view(row, services.knowledge, services.signer.owner_uid(row.owner_id)) for row in rows])
 
 
 @router.get("/detail", summary="One knowledge base")
@@ -79,7 +89,7 @@ async def knowledge_detail(principal: Auth, services: ServicesDep, id: Annotated
     row = await services.store.knowledge.get(id, principal.key_id)
     if row is None:
         raise _missing(id)
-    return ok(knowledge_view(row, services.knowledge))
+    return ok(knowledge_view(row, services.knowledge, services.signer.owner_uid(row.owner_id)))
 
 
 @router.post("/update", summary="Change a knowledge base")
@@ -90,7 +100,7 @@ async def update_knowledge(body: KnowledgeUpdate, principal: Auth, services: Ser
         raise _missing(body.id)
     if SOURCE_FIELDS & changes.keys():
         services.knowledge.start(row)  # re-index what changed
-    return ok(knowledge_view(row, services.knowledge))
+    return ok(knowledge_view(row, services.knowledge, services.signer.owner_uid(row.owner_id)))
 
 
 @router.delete("/delete", summary="Delete a knowledge base")
@@ -121,4 +131,4 @@ async def upload_knowledge(
     if row is None:
         raise _missing(id)
     services.knowledge.start(row)
-    return ok(knowledge_view(row, services.knowledge))
+    return ok(knowledge_view(row, services.knowledge, services.signer.owner_uid(row.owner_id)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +13,7 @@ from liveavatar.api.credentials import credentials as join_credentials
 from liveavatar.api.envelope import ok
 from liveavatar.api.schemas import SessionCreate, SessionRef
 from liveavatar.clock import new_id, now_ms
-from liveavatar.errors import NotFound, ParamError
+from liveavatar.errors import NotFound, ParamError, QuotaExceeded
 from liveavatar.services import Services
 from liveavatar.store.models import SessionRow
 from liveavatar.store.sessions import LIVE_STATES, Status
@@ -33,7 +35,7 @@ def session_view(row: SessionRow, services: Services, base: str) -> dict[str, An
     params = row.params
     return {
         "_id": row.id,
-        "uid": row.owner_id,
+        "uid": services.signer.owner_uid(row.owner_id),
         "type": 1,
         "status": row.status,
         "stream_type": row.stream_type,
@@ -65,11 +67,34 @@ async def _check_references(body: SessionCreate, owner_id: int, services: Servic
         raise NotFound(f"knowledge base {body.knowledge_id!r} does not exist")
 
 
+async def _check_quota(owner_id: int, services: Services) -> None:
+    """QuotaExceeded (1006) when the key already holds `max_sessions_per_key` live sessions."""
+    limit = services.settings.max_sessions_per_key
+    if not limit:
+        return
+    live = 0
+    for status in LIVE_STATES:
+        count, _ = await services.store.sessions.page(owner_id, page=1, size=1, status=int(status))
+        live += count
+    if live >= limit:
+        raise QuotaExceeded(f"this API key already holds {live} live sessions (limit {limit}); close one first")
+
+
+def _create_lock(request: Request, owner_id: int) -> asyncio.Lock:
+    """One lock per key and process: a key's quota check and its new session's row go in together."""
+    state = request.app.state
+    if not hasattr(state, "create_locks"):
+        state.create_locks = defaultdict(asyncio.Lock)
+    lock: asyncio.Lock = state.create_locks[owner_id]
+    return lock
+
+
 @router.post("/create", summary="Create a streaming session")
 async def create_session(body: SessionCreate, principal: Auth, services: ServicesDep, request: Request) -> Any:
     await _check_references(body, principal.key_id, services)
     duration = body.duration or services.settings.default_session_duration
-    async with services.director.reservation():
+    async with _create_lock(request, principal.key_id), services.director.reservation():
+        await _check_quota(principal.key_id, services)
         now = now_ms()
         row = SessionRow(
             id=new_id(),
