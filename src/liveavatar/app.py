@@ -16,8 +16,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from liveavatar import __version__
 from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
+from liveavatar.api.auth import enforce_revocations
 from liveavatar.api.compat import LenientJsonMiddleware, cors_options
-from liveavatar.api.envelope import GuardMiddleware, install_error_handlers
+from liveavatar.api.envelope import EnvelopeResponse, GuardMiddleware, install_error_handlers
 from liveavatar.avatars.jobs import AvatarJobs
 from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
@@ -122,10 +123,12 @@ def create_app(settings: Settings) -> FastAPI:
         services.knowledge.resume(await services.store.knowledge.all())
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
         warm_up = asyncio.create_task(asyncio.to_thread(services.load_models or (lambda: None)), name="warm-up")
+        revocations = asyncio.create_task(enforce_revocations(services), name="revocations")
         try:
             yield
         finally:
-            await asyncio.gather(warm_up, return_exceptions=True)
+            revocations.cancel()
+            await asyncio.gather(warm_up, revocations, return_exceptions=True)
             await services.avatar_jobs.aclose()
             await services.director.aclose()
             await services.knowledge.aclose()
@@ -137,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Self-hosted streaming avatars, compatible with the AKool Streaming Avatar API.",
         lifespan=lifespan,
+        default_response_class=EnvelopeResponse,
     )
     app.state.services = services
     install_error_handlers(app)

@@ -158,13 +158,13 @@ KeyRef = Annotated[str, typer.Argument(help="The key's id, name or prefix as `ke
 
 @keys_app.command("revoke")
 def keys_revoke(ref: KeyRef, data_dir: DataDir = None) -> None:
-    """Revoke a key for good: it and its tokens stop working at once."""
+    """Revoke a key for good: it and its tokens stop working at once; a running server closes its sessions."""
     _change_key(ref, data_dir, "revoked", revoked=True)
 
 
 @keys_app.command("disable")
 def keys_disable(ref: KeyRef, data_dir: DataDir = None) -> None:
-    """Disable a key's account (its requests get 1200) until it is enabled again."""
+    """Disable a key's account (its requests get 1200, its live sessions close) until it is enabled again."""
     _change_key(ref, data_dir, "disabled", disabled=True)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,6 +13,9 @@ from liveavatar.errors import AccountBanned, AuthInvalid, AuthMissing
 from liveavatar.security import hash_key
 from liveavatar.services import Services
 from liveavatar.store.models import ApiKey
+
+log = logging.getLogger(__name__)
+REVOCATION_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _usable(key: ApiKey | None) -> ApiKey:
+def usable(key: ApiKey | None) -> ApiKey:
+    """The key when it may act; AuthInvalid when missing or revoked, AccountBanned when disabled."""
     if key is None or key.revoked_at is not None:
         raise AuthInvalid
     if key.disabled:
@@ -47,9 +53,9 @@ async def resolve_key(services: Services, authorization: str | None, api_key: st
         claims = services.signer.verify(token.strip(), "api")
         if not claims.subject.isdigit():
             raise AuthInvalid
-        return _usable(await services.store.keys.get(int(claims.subject)))
+        return usable(await services.store.keys.get(int(claims.subject)))
     if api_key and api_key.strip():
-        return _usable(await services.store.keys.by_hash(hash_key(api_key.strip())))
+        return usable(await services.store.keys.by_hash(hash_key(api_key.strip())))
     raise AuthMissing
 
 
@@ -61,3 +67,23 @@ async def authenticate(request: Request, services: ServicesDep) -> Principal:
 
 
 Auth = Annotated[Principal, Depends(authenticate)]
+
+
+async def close_sessions_of_blocked_keys(services: Services) -> int:
+    """Close every live session whose key was revoked or disabled (status 3, the reason), wherever it runs."""
+    blocked = await services.store.keys.blocked_live_sessions()
+    for session_id, reason in blocked:
+        log.info("closing session %s: %s", session_id, reason)
+        await services.director.close(session_id, reason)
+    return len(blocked)
+
+
+async def enforce_revocations(services: Services, interval: float = REVOCATION_POLL_SECONDS) -> None:
+    """Run for the server's life: a key revoked or disabled anywhere (the CLI writes the database from
+    another process) has its live sessions closed within `interval` seconds."""
+    while True:
+        try:
+            await close_sessions_of_blocked_keys(services)
+        except Exception:
+            log.exception("closing the sessions of revoked keys failed; retrying")
+        await asyncio.sleep(interval)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from liveavatar.api.auth import ServicesDep
+from liveavatar.api.auth import ServicesDep, usable
 from liveavatar.api.envelope import ok
 from liveavatar.api.schemas import Offer
 from liveavatar.errors import AuthInvalid, AuthMissing
@@ -25,5 +25,9 @@ async def offer(session_id: str, body: Offer, services: ServicesDep, request: Re
     claims = services.signer.verify(token.strip(), "join")
     if claims.subject != session_id:
         raise AuthInvalid("this join token belongs to another session")
+    # A join token stops with its key: revoked (1101) or disabled (1200) since the token was issued.
+    row = await services.store.sessions.get(session_id)
+    if row is not None:
+        usable(await services.store.keys.get(row.owner_id))
     answer = await services.director.join(session_id, body.sdp)
     return ok({"sdp": answer, "type": "answer"})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from liveavatar.clock import now_ms
-from liveavatar.store.models import ApiKey
+from liveavatar.store.models import ApiKey, SessionRow
+from liveavatar.store.sessions import LIVE_STATES
 
 
 class KeyRepository:
@@ -47,6 +48,19 @@ class KeyRepository:
             if ref in (str(key.id), key.name, key.prefix):
                 return key
         return None
+
+    async def blocked_live_sessions(self) -> list[tuple[str, str]]:
+        """(session id, why) for every live session whose key is revoked or disabled."""
+        async with self._sessionmaker() as db:
+            rows = await db.execute(
+                select(SessionRow.id, ApiKey.revoked_at)
+                .join(ApiKey, SessionRow.owner_id == ApiKey.id)
+                .where(
+                    SessionRow.status.in_([int(s) for s in LIVE_STATES]),
+                    or_(ApiKey.revoked_at.is_not(None), ApiKey.disabled.is_(True)),
+                )
+            )
+            return [(session_id, "API key revoked" if revoked else "API key disabled") for session_id, revoked in rows]
 
     async def update(self, key_id: int, *, revoked: bool | None = None, disabled: bool | None = None) -> None:
         """Revoke a key for good, or disable/enable it."""
