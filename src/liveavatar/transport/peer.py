@@ -49,7 +49,8 @@ class Peer:
         self._readers: set[asyncio.Task[None]] = set()
         self._pc.on("datachannel", self._attach_channel)
         self._pc.on("track", self._read_track)
-        self._pc.on("connectionstatechange", lambda: self._on_state(self._pc.connectionState))
+        self._closing = False
+        self._pc.on("connectionstatechange", self._state_changed)
 
     @property
     def state(self) -> str:
@@ -96,8 +97,16 @@ class Peer:
         except Exception:
             log.exception("dropped a %d-character data-channel message that could not be sent", len(text))
 
+    def _state_changed(self) -> None:
+        # Once the owner closes this peer, its last state changes ("closed") are not news to the owner:
+        # reporting them would have it start work (a rejoin wait) that keeps it alive after it closed.
+        if not self._closing:
+            self._on_state(self._pc.connectionState)
+
     def _receive(self, raw: str | bytes) -> None:
         # The handler runs inside aiortc's SCTP loop: nothing it raises may reach that loop.
+        if self._closing:
+            return
         try:
             self._on_message(raw)
         except Exception:
@@ -137,7 +146,8 @@ class Peer:
             log.exception("reading the client's %s track failed", track.kind)
 
     async def aclose(self) -> None:
-        """Stop the tracks, close the connection, end the readers."""
+        """Stop the tracks, close the connection, end the readers; no callback reaches the owner after this starts."""
+        self._closing = True
         for task in list(self._readers):
             task.cancel()
         self._audio.stop()
