@@ -14,7 +14,7 @@ import numpy.typing as npt
 from aiortc import RTCPeerConnection
 
 from liveavatar.transport.peer import Peer
-from liveavatar.transport.tracks import AUDIO_SAMPLES, MediaClock
+from liveavatar.media import AUDIO_SAMPLES, MediaClock
 
 
 class StillSource:
