@@ -3,7 +3,7 @@
 Root cause found with a loop of create/join/close cycles in one process: closing the peer made aiortc
 report the state "closed", which the session took for a dropped client and answered by starting a
 rejoin wait after it had closed; that task held the whole session (renderer, buffers) for the rejoin
-grace, ~3.6 MB per cycle (bench/soak.py --churn-only measures it). A peer that is being closed reports
+grace, ~3.6-4.8 MB per cycle (bench/churn_memory.py measures it). A peer that is being closed reports
 nothing to its owner any more.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCPeerConnection
 
-from liveavatar.transport.peer import Peer
 from liveavatar.media import AUDIO_SAMPLES, MediaClock
+from liveavatar.transport.peer import Peer
 
 
 class StillSource:
