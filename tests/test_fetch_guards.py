@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from liveavatar.errors import ParamError, RateLimited
-from liveavatar.fetch import FetchSlots, fetch, forbidden_address
+from liveavatar.errors import ParamError
+from liveavatar.fetch import fetch, forbidden_address
 
 
 class TinyServer:
@@ -183,17 +183,3 @@ async def test_gzip_within_the_cap_is_inflated() -> None:
 async def test_a_malformed_url_is_a_param_error_with_a_reason(url: str) -> None:
     with pytest.raises(ParamError, match="URL"):
         await fetch(url, max_bytes=1000, timeout=3)
-
-
-async def test_fetches_per_owner_are_capped() -> None:
-    slots = FetchSlots(2)
-    async with TinyServer(b"slow", delay=0.5) as server:
-        url = f"http://127.0.0.1:{server.port}/"
-        running = [asyncio.create_task(slots.fetch(url, max_bytes=100, allow_private=True)) for _ in range(2)]
-        await asyncio.sleep(0.1)
-        assert slots.busy == 2
-        with pytest.raises(RateLimited):
-            await slots.fetch(url, max_bytes=100, allow_private=True)
-        assert [f.content for f in await asyncio.gather(*running)] == [b"slow", b"slow"]
-        assert slots.busy == 0
-        assert (await slots.fetch(url, max_bytes=100, allow_private=True)).content == b"slow"

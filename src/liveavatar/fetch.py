@@ -9,13 +9,11 @@ inflated within the size limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 import ssl
 import typing
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -23,11 +21,10 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from liveavatar.errors import ParamError, RateLimited, TooLarge
+from liveavatar.errors import ParamError, TooLarge
 from liveavatar.protocol.limits import url_problem
 
 MAX_REDIRECTS = 5
-DEFAULT_CONCURRENT_FETCHES = 2
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -228,34 +225,3 @@ async def check_url(url: str, *, allow_private: bool) -> None:
             f"{host[:100]!r} resolves to a private, loopback or link-local address; "
             "set LIVEAVATAR_ALLOW_PRIVATE_URLS=true to allow it"
         )
-
-
-class FetchSlots:
-    """Caps one owner's (a session's) fetches in flight; one more than `limit` gets RateLimited (1005)."""
-
-    def __init__(self, limit: int = DEFAULT_CONCURRENT_FETCHES) -> None:
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        self.limit = limit
-        self._busy = 0
-
-    @property
-    def busy(self) -> int:
-        """Fetches in flight now."""
-        return self._busy
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Take a slot for the duration of the block (RateLimited when none is free)."""
-        if self._busy >= self.limit:
-            raise RateLimited(f"at most {self.limit} fetches at once per session; try again when one has finished")
-        self._busy += 1
-        try:
-            yield
-        finally:
-            self._busy -= 1
-
-    async def fetch(self, url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: bool = False) -> Fetched:
-        """`fetch()` within this owner's cap."""
-        with self.hold():
-            return await fetch(url, max_bytes=max_bytes, timeout=timeout, allow_private=allow_private)
