@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import io
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from conftest import Deployment
 from liveavatar.client import Connection
 from liveavatar.render.avatars import builtin_portraits
 from liveavatar.render.detection import face_meshes
-from servers import Server, create_key, free_port
+from servers import Server, create_key, serve_folder
 
 CREATE = "/api/open/v3/avatar/create"
 DETAIL = "/api/open/v4/liveAvatar/avatar/detail"
@@ -66,11 +63,6 @@ def clip_from(image: np.ndarray[Any, Any], seconds: float = 3.0, turn_at: float 
     return buffer.getvalue()
 
 
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A static file server on loopback: (base URL, folder it serves)."""
@@ -81,15 +73,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     (folder / "notes.txt").write_text("not a picture")
     (folder / "grace.mp4").write_bytes(clip_from(portrait("grace_hopper")))
     (folder / "long.mp4").write_bytes(clip_from(portrait("astronaut"), seconds=8.0))
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", folder
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(folder) as url:
+        yield url, folder
 
 
 @pytest.fixture(scope="module")

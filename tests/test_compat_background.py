@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import av
 import numpy as np
@@ -18,7 +15,7 @@ from conftest import Deployment
 from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.errors import ParamError
 from liveavatar.render.background import VIDEO_FPS, Background, is_video
-from servers import Server
+from servers import Server, serve_folder
 
 LOOPBACK = ["127.0.0.1"]
 RED, BLUE = (230, 20, 20), (20, 20, 230)  # RGB
@@ -84,21 +81,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "loop.webm").write_bytes(clip(1.0, fmt="webm", period=0.2))
     (root / "long.mp4").write_bytes(clip(40.0, size=(64, 64), fps=1))
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

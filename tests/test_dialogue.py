@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
 import io
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 from conftest import LOOPBACK, Deployment, hear, wait_until
 from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.llm import packaged_smollm2_path
-from servers import Server, free_port
+from servers import Server, free_port, serve_folder
 
 BACKENDS = ("sqlite",)  # storage is covered elsewhere
 SERVER_ARGS = ("--max-sessions", "16")
@@ -47,22 +45,8 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     document.save(str(root / "cafeteria.docx"))
     (root / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf \x00\xff" * 50)
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_folder(root) as url:
+        yield url
 
 
 def bot_chunks(conn: Connection) -> Callable[[dict[str, Any]], bool]:

@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from liveavatar.errors import ParamError
 from liveavatar.knowledge.index import CURRENT
 from liveavatar.knowledge.ingest import Ingestor, IngestStatus
+from servers import web_server
 from test_knowledge_extract import FILLER, make_doc, make_docx, make_pdf
 
 FILES: dict[str, tuple[bytes, str]] = {
@@ -136,15 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving the test documents."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with web_server(_Handler) as url:
+        yield url
 
 
 def _docs(site: str, *names: str) -> list[dict[str, Any]]:

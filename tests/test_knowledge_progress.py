@@ -6,13 +6,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from apiclient import Api
-from servers import Server, create_key
+from servers import Server, create_key, web_server
 
 BASE = "/api/open/v4/knowledge"
 ENV = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true", "LIVEAVATAR_KNOWLEDGE_EMBEDDINGS": "false"}
@@ -55,17 +55,11 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving documents slowly, quickly, or once the gate opens."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        GATE.set()  # release a handler still waiting
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with web_server(_Handler) as url:
+        try:
+            yield url
+        finally:
+            GATE.set()  # release a handler still waiting
 
 
 def _ingest(api: Api, kb_id: str) -> dict[str, Any]:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from conftest import Deployment
 from liveavatar.client import Connection, LiveAvatarApi
-from servers import Server
+from servers import Server, serve_folder
 
 LOOPBACK = ["127.0.0.1"]
 KB = "/api/open/v4/knowledge"
@@ -31,22 +28,8 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("docs")
     (root / "warranty.txt").write_text("Product notes.\n\nThe Zorblax blender warranty lasts 17 months.\n")
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_folder(root) as url:
+        yield url
 
 
 async def reply_of(conn: Connection, timeout: float = 90) -> tuple[str, int]:
