@@ -61,7 +61,7 @@ def test_junk_errors_do_not_delay_bot_text_or_acks_on_trtc() -> None:
     sent: list[tuple[float, str]] = []
     pacer = OutboundPacer(lambda m: sent.append((clock.now, m)), profile, clock=clock)
     for n in range(300):  # 300 junk messages, each answered by an error event
-        pacer.push_control(error_event(n))
+        pacer.push_complaint(error_event(n))
     chat = split_chat("bot1", "The answer the user waits for. " * 20, "bot", profile)
     pacer.push_chat(chat)
     the_ack = encode(ack("c1", "interrupt"))

@@ -56,14 +56,7 @@ PROFILES: Final[Mapping[str, TransportProfile]] = MappingProxyType(
 DEFAULT_PROFILE: Final = PROFILES["webrtc"]
 
 ERROR_BACKLOG: Final = 4
-"""Error events queued at most; more are dropped (counted) so that junk input cannot crowd out replies."""
-_ERROR_EVENT: Final = encode({"v": 2, "type": "event", "pld": {"event": "error"}})[:-2]
-"""How every encoded error event begins (`encode` is deterministic: compact, keys in insertion order)."""
-
-
-def is_error_event(encoded: str) -> bool:
-    """Whether an encoded message is an `error` event."""
-    return encoded.startswith(_ERROR_EVENT) and encoded[len(_ERROR_EVENT) : len(_ERROR_EVENT) + 1] in (",", "}")
+"""Complaints (answers to bad input) queued at most; more are dropped (counted): junk cannot crowd out replies."""
 
 
 class MessageTooLarge(ValueError):
@@ -198,9 +191,10 @@ def fit_control(encoded: str, profile: TransportProfile = DEFAULT_PROFILE) -> st
 class OutboundPacer:
     """Sends encoded messages within the transport's size and rate limits.
 
-    Control messages (acks, events) go before queued chat chunks; chat chunks keep their order. Error
-    events come last and at most `ERROR_BACKLOG` wait at once (the rest are counted in
-    `dropped_errors`): junk input gets answered without delaying the bot's text or any ack.
+    Control messages (acks, events) go before queued chat chunks; chat chunks keep their order.
+    Complaints (error events answering malformed input) come last and at most `ERROR_BACKLOG` wait at
+    once (the rest are counted in `dropped_errors`): junk input gets answered without delaying the bot's
+    text or any ack.
     Rates hold over every sliding `WINDOW`. Drive it with `run()` (in the owner's task group) or
     with `pump()` / `next_delay()`; `clock` and `sleep` are injectable for tests.
     """
@@ -221,7 +215,7 @@ class OutboundPacer:
         self._chat: deque[tuple[str, int]] = deque()
         self._errors: deque[tuple[str, int]] = deque()
         self.dropped_errors = 0
-        """Error events dropped because `ERROR_BACKLOG` were already waiting."""
+        """Complaints dropped because `ERROR_BACKLOG` were already waiting."""
         self._sent: deque[tuple[float, int]] = deque()  # (time, bytes) of sends in the last WINDOW
         self._sent_bytes = 0
         self._limited = profile.max_bytes_per_second is not None or profile.max_messages_per_second is not None
@@ -234,23 +228,31 @@ class OutboundPacer:
         return len(self._control) + len(self._chat) + len(self._errors)
 
     def push_control(self, message: str) -> None:
-        """Queue an encoded ack or event ahead of any chat (an error event: after it); never raises.
+        """Queue an encoded ack or event ahead of any chat; never raises.
 
         A message too large for the transport is shrunk (`fit_control`) or, failing that, dropped.
         """
+        fitted = self._fit(message)
+        if fitted is not None:
+            self._push(self._control, [fitted])
+
+    def push_complaint(self, message: str) -> None:
+        """Queue an encoded error event that answers malformed input: after chat, a few at most; never raises."""
+        fitted = self._fit(message)
+        if fitted is None:
+            return
+        if len(self._errors) >= ERROR_BACKLOG:
+            self.dropped_errors += 1
+            return
+        self._push(self._errors, [fitted])
+
+    def _fit(self, message: str) -> str | None:
         fitted = fit_control(message, self.profile)
         if fitted is None:
             log.warning(
                 "dropped a %d-byte control message that cannot fit %s", message_size(message), self.profile.name
             )
-            return
-        if is_error_event(fitted):
-            if len(self._errors) >= ERROR_BACKLOG:
-                self.dropped_errors += 1
-                return
-            self._push(self._errors, [fitted])
-            return
-        self._push(self._control, [fitted])
+        return fitted
 
     def push_chat(self, messages: Iterable[str]) -> None:
         """Queue encoded chat chunks (e.g. from `split_chat`) in order; dropped once closed."""

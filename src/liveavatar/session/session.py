@@ -224,11 +224,19 @@ class Session:
         """Send an ack or event ahead of any queued chat."""
         self._pacer.push_control(encode(message))
 
+    def _refuse(self, exc: ProtocolError) -> None:
+        """Answer a malformed message: a command gets its failure ack, anything else an error (behind chat)."""
+        reply = exc.as_ack()
+        if reply is not None:
+            self.send_control(reply)
+        else:
+            self._pacer.push_complaint(encode(error_event(exc.code, exc.msg)))
+
     def _on_message(self, raw: str | bytes) -> None:
         try:
             message = parse(raw)
         except ProtocolError as exc:
-            self.send_control(exc.as_ack() or error_event(exc.code, exc.msg))
+            self._refuse(exc)
             return
         if message is None:
             return  # not v2: ignored, as the protocol says
@@ -240,7 +248,9 @@ class Session:
         except asyncio.QueueFull:
             if not self._inbox_overflowed:
                 self._inbox_overflowed = True
-                self.send_control(error_event(Code.RATE_LIMITED, "too many stream messages; some were dropped"))
+                self._pacer.push_complaint(
+                    encode(error_event(Code.RATE_LIMITED, "too many stream messages; some were dropped"))
+                )
 
     async def _handle_inbox(self) -> None:
         while True:
@@ -250,7 +260,7 @@ class Session:
             try:
                 await self._dispatch(message)
             except ProtocolError as exc:
-                self.send_control(exc.as_ack() or error_event(exc.code, exc.msg))
+                self._refuse(exc)
 
     async def _dispatch(self, message: Inbound) -> None:
         if isinstance(message, ChatChunk):
