@@ -21,7 +21,9 @@ SERVER_ARGS = ("--max-sessions", "16")  # room for every session this module mak
 
 def mouth_box(pack_dir: Path, avatar_id: str) -> tuple[int, int, int, int]:
     """The mouth region (x0, y0, x1, y1) of the avatar's rest frame, from its pack's landmarks."""
-    pack = AvatarPack.load(next(pack_dir.glob(f"{avatar_id}-*.npz")))
+    # The default-size pack (`<id>-<version>.npz`): a server with another LIVEAVATAR_VIDEO_SIZE may share the folder.
+    (path,) = (p for p in pack_dir.glob(f"{avatar_id}-*.npz") if re.fullmatch(rf"{avatar_id}-[0-9a-f]+\.npz", p.name))
+    pack = AvatarPack.load(path)
     lips = pack.landmarks[[61, 291, 0, 17], :2]
     (x0, y0), (x1, y1) = lips.min(axis=0), lips.max(axis=0)
     pad = (x1 - x0) * 0.25
