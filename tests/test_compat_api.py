@@ -73,7 +73,7 @@ def test_cors_origins_setting_limits_who_may_call(make_server: Callable[..., Ser
 def test_json_bodies_without_a_json_content_type_are_read_as_json(deployment: Deployment) -> None:
     base, key = deployment.server.url, deployment.alice.key or ""
     body = json.dumps({"avatar_id": "astronaut", "duration": 60}).encode()
-    for content_type in ("text/plain;charset=UTF-8", "text/plain", None):
+    for content_type in ("text/plain;charset=UTF-8", "text/plain", "application/x-www-form-urlencoded", None):
         headers = {"x-api-key": key} | ({"content-type": content_type} if content_type else {})
         created = httpx.post(base + CREATE, content=body, headers=headers).json()
         assert created["code"] == 1000, (content_type, created)
@@ -87,7 +87,7 @@ def test_json_bodies_without_a_json_content_type_are_read_as_json(deployment: De
     for junk in (b"avatar_id=astronaut", b"{not json", b"\xff\xfe"):
         reply = httpx.post(base + CREATE, content=junk, headers={"x-api-key": key, "content-type": "text/plain"})
         assert reply.json()["code"] == 1003, (junk, reply.text)
-    # Other content types keep their meaning: a form is not JSON.
+    # A real form is not JSON (and multipart keeps its meaning for the upload routes).
     form = httpx.post(base + CREATE, data={"avatar_id": "astronaut"}, headers={"x-api-key": key})
     assert form.json()["code"] == 1003
 

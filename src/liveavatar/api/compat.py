@@ -10,15 +10,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 ALLOWED_HEADERS = ("x-api-key", "authorization", "content-type")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = b"application/json"
+LENIENT_TYPES = frozenset({b"text/plain", b"application/x-www-form-urlencoded"})
 
 
 class LenientJsonMiddleware:
-    """Reads a body sent with no content type or as `text/plain` as JSON, as the original API does.
+    """Reads a body sent with no content type, as `text/plain` or as a urlencoded form, as JSON.
 
     A browser's `fetch(url, {body: JSON.stringify(...)})` without a `Content-Type` header sends
-    `text/plain;charset=UTF-8` (the integration guide's close sample does exactly this). Only the
-    header is rewritten: a body that is not JSON still fails validation with 1003, and every other
-    content type (multipart uploads, `application/*+json`) is left alone.
+    `text/plain;charset=UTF-8` (the integration guide's close sample does exactly this); `curl -d '{...}'`
+    sends `application/x-www-form-urlencoded`. Only the header is rewritten: a body that is not JSON still
+    fails validation with 1003 (no route takes a urlencoded form), and every other content type
+    (multipart uploads, `application/*+json`) is left alone.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -35,7 +37,7 @@ class LenientJsonMiddleware:
 
 
 def _is_plain_text(value: bytes) -> bool:
-    return value.split(b";", 1)[0].strip().lower() == b"text/plain"
+    return value.split(b";", 1)[0].strip().lower() in LENIENT_TYPES
 
 
 def cors_options(origins: Sequence[str]) -> dict[str, Any]:
