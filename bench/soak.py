@@ -89,6 +89,10 @@ class Counts:
     replies_finished: int = 0
     churn_errors: list[str] = field(default_factory=list)
 
+    def totals(self) -> dict[str, int]:
+        """The counters (every field but the error texts)."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, int)}
+
 
 @dataclass
 class Talker:
@@ -227,12 +231,7 @@ async def soak(args: argparse.Namespace) -> Reply:
                         "t_s": round(time.monotonic() - start, 1),
                         "rss_mb": round(rss_mb(server.pid), 1),
                         "sessions": windows,
-                        "error_events": counts.error_events,
-                        "failed_acks": counts.failed_acks,
-                        "acks_ok": counts.acks_ok,
-                        "acks_missing": counts.acks_missing,
-                        "churn_ok": counts.churn_ok,
-                        "churn_failed": counts.churn_failed,
+                        **counts.totals(),
                     }
                     samples.append(sample)
                     print(
@@ -283,14 +282,7 @@ def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, st
         "audio_fps_min": min(w["audio_fps"] for w in windows),
         "audio_gap_max_ms": max(w["audio_gap_max_ms"] for w in windows),
         "audio_gaps_over_60ms": sum(w["audio_gaps"] for w in windows),
-        "replies_finished": counts.replies_finished,
-        "fuzz_sent": counts.fuzz_sent,
-        "error_events": counts.error_events,
-        "failed_acks": counts.failed_acks,
-        "acks_ok": counts.acks_ok,
-        "acks_missing": counts.acks_missing,
-        "churn_ok": counts.churn_ok,
-        "churn_failed": counts.churn_failed,
+        **counts.totals(),
         "churn_errors": counts.churn_errors[:10],
         "final_statuses": statuses,
         "samples": samples,

@@ -16,6 +16,7 @@ import pytest
 from conftest import Deployment
 from liveavatar.client import Connection, LiveAvatarApi
 from servers import Server
+from test_faults_rest import BAD_URLS
 
 LOOPBACK = ["127.0.0.1"]
 BIG = "x" * 20_000
@@ -133,13 +134,6 @@ async def test_a_bad_pron_map_is_refused_at_set_params(api: LiveAvatarApi, pron_
 
 # --- finding 4: a malformed bgurl is refused with a reason, the session lives --------------------------
 
-BAD_URLS = [
-    "http://a:99999/x.png",
-    "http://[::1/x.png",
-    f"http://{'a' * 64}.example/x.png",
-    "http://a..b/x.png",
-    "http://x:abc/x.png",
-]
 
 
 @pytest.mark.parametrize("url", BAD_URLS)
