@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.middleware.cors import CORSMiddleware
 
 from liveavatar import __version__
-from liveavatar.api import catalog, knowledge, sessions, signalling, tokens
+from liveavatar.api import catalog, knowledge, sessions, signalling, tokens, webpack
 from liveavatar.api.auth import enforce_revocations
 from liveavatar.api.compat import LenientJsonMiddleware, cors_options
 from liveavatar.api.envelope import EnvelopeResponse, GuardMiddleware, install_error_handlers
@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (tokens, sessions, signalling, catalog, knowledge):
+    for module in (tokens, sessions, signalling, catalog, knowledge, webpack):
         app.include_router(module.router)
 
     if (WEB_DIR / "index.html").exists():

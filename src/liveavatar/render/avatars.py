@@ -249,6 +249,10 @@ class AvatarRegistry:
                 pack = self._packs[key] = self._load_or_build(self._avatars[key])
             return pack
 
+    def pack_path(self, key: str) -> Path:
+        """Where the avatar's pack file is cached (written the first time pack() builds it)."""
+        return self._pack_path(key)
+
     def _pack_path(self, key: str) -> Path:
         sized = "" if self.size == (SIZE, SIZE) else f"-{self.size[0]}x{self.size[1]}"
         return self._pack_dir / f"{key}-{builder_version()}{sized}.npz"
@@ -312,7 +316,8 @@ class AvatarRegistry:
             self._packs.pop(key, None)
             self._portraits.pop(key, None)
         shutil.rmtree(self.folder(key), ignore_errors=True)
-        for path in [*self._pack_dir.glob(f"{key}-*.npz"), *self._cache_dir.glob(f"{key}-*.jpg")]:
+        packs = [*self._pack_dir.glob(f"{key}-*.npz"), *self._pack_dir.glob(f"{key}-*.web*.gz")]
+        for path in [*packs, *self._cache_dir.glob(f"{key}-*.jpg")]:
             path.unlink(missing_ok=True)
 
     def stale(self) -> builtins.list[str]:
