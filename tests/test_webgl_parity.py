@@ -24,6 +24,7 @@ from playwright.async_api import Page
 
 from conftest import chromium
 from liveavatar.render.avatars import builtin_portraits
+from liveavatar.render.background import Background
 from liveavatar.render.builder import build_pack
 from liveavatar.render.face import MOUTH_BASES, FaceState
 from liveavatar.render.pack import AvatarPack
@@ -127,6 +128,11 @@ async def gl_page(site: str) -> AsyncIterator[Page]:
 
 async def draw(page: Page, state: dict[str, Any]) -> npt.NDArray[np.uint8]:
     """The canvas after rendering `state`, as H x W x 3 BGR."""
+    return np.ascontiguousarray((await draw_rgba(page, state))[..., 2::-1])
+
+
+async def draw_rgba(page: Page, state: dict[str, Any]) -> npt.NDArray[np.uint8]:
+    """The canvas after rendering `state`, as H x W x 4 RGBA."""
     data = await page.evaluate(
         """(state) => {
             const r = window.renderer;
@@ -140,8 +146,7 @@ async def draw(page: Page, state: dict[str, Any]) -> npt.NDArray[np.uint8]:
     )
     w, h, b64, error = data
     assert error == 0, f"WebGL error {error:#x}"
-    rgba = np.frombuffer(base64.b64decode(b64), np.uint8).reshape(h, w, 4)
-    return np.ascontiguousarray(rgba[..., 2::-1])
+    return np.frombuffer(base64.b64decode(b64), np.uint8).reshape(h, w, 4)
 
 
 def ssim(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
@@ -196,3 +201,24 @@ async def test_web_pack_renders_like_the_python_renderer(gl_page: Page, pack: Av
         assert frame_mad <= FRAME_MAD, (name, frame_mad)
         assert face_mad <= mad_limit, (name, face_mad)
         assert face_ssim >= ssim_limit, (name, face_ssim)
+
+
+async def test_transparent_canvas_over_an_image_matches_an_image_background(gl_page: Page, pack: AvatarPack) -> None:
+    """With background null the canvas is the person alone (premultiplied alpha), for an image or video behind it."""
+    rng = np.random.default_rng(7)
+    backdrop = cv2.resize(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), pack.size, interpolation=cv2.INTER_CUBIC)
+    renderer = Renderer(pack, Background(image=backdrop))
+    box = face_box(pack)
+    await gl_page.evaluate("window.renderer.setBackground(null)")
+    try:
+        for name in ("rest", "yaw", "jaw_open", "mix"):
+            state = {"mouth": mouth(), **STATES[name]}
+            expected = renderer.render(FaceState(**{**state, "mouth": np.array(state["mouth"], np.float32)})).copy()
+            rgba = (await draw_rgba(gl_page, state)).astype(np.float64)
+            over = rgba[..., 2::-1] + backdrop.astype(np.float64) * (1 - rgba[..., 3:] / 255)
+            got = np.clip(over + 0.5, 0, 255).astype(np.uint8)
+            frame_mad, face_mad = mad(got, expected), mad(got[box], expected[box])
+            print(f"{name:12s} over an image: frame MAD {frame_mad:.4f}  face MAD {face_mad:.4f}")
+            assert frame_mad <= FRAME_MAD and face_mad <= MOUTH_MAD, (name, frame_mad, face_mad)
+    finally:
+        await gl_page.evaluate("window.renderer.setBackground('#5b6b7c')")

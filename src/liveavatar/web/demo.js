@@ -14,9 +14,12 @@
 //   #error, #error-text               error banner (the server's msg for a failed call)
 //   #chat-log                         messages: .msg.user, .msg.bot (data-mid, .streaming until fin), .msg.system
 //   #chat-form, #chat-input, #send    the text box and its Send button
+//   #client-render, #avatar-canvas    "rendered in your browser" (render: "client": WebGL2 draws the avatar in the
+//                                     canvas, the <video> only plays the voice); disabled without WebGL2
 //
 // URL parameters: ?mic=1 joins with the microphone on; ?aec=0 turns off echo cancellation, noise
-// suppression and auto gain (for test signals); ?profile=agora|trtc|livekit|webrtc picks the chunk limits.
+// suppression and auto gain (for test signals); ?profile=agora|trtc|livekit|webrtc picks the chunk limits;
+// ?render=client ticks "rendered in your browser".
 //
 // Debug hook: window.__liveavatar = {lib, session, acks, messages, firstFrameMs, state}; `acks` lists
 // every command ack {mid, cmd, code, msg}, `messages` every incoming stream message.
@@ -27,6 +30,7 @@
 import * as lib from "./liveavatar.js";
 
 const { LiveAvatarSession, createSession, closeSession, listAvatars, listVoices, listLanguages } = lib;
+const { clientRenderSupported } = lib;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -274,7 +278,13 @@ function sessionParams() {
     mode_type: Number($("mode").value),
     duration: 600,
     stream_type: "webrtc", // this page joins with liveavatar's own client
+    ...(clientRendered() ? { render: "client" } : {}),
   };
+}
+
+/** Whether this session is drawn in the browser ("rendered in your browser" ticked and WebGL2 there). */
+function clientRendered() {
+  return $("client-render").checked && clientRenderSupported();
 }
 
 function wireSession(session) {
@@ -313,6 +323,19 @@ function wireSession(session) {
 
 function watchFirstFrame(session) {
   const video = $("video");
+  if (clientRendered()) {
+    // the first frame is the first one the canvas draws
+    const poll = () => {
+      if (session !== ui.session) return;
+      const drawn = session.clientRender && session.clientRender.stats.drawn > 0;
+      if (!drawn) return void requestAnimationFrame(poll);
+      debug.firstFrameMs = Math.round(performance.now() - session.timings.offerPosted);
+      $("info-first-frame").textContent = `${debug.firstFrameMs} ms after the offer (drawn here)`;
+      setLive();
+    };
+    requestAnimationFrame(poll);
+    return;
+  }
   const onFrame = () => {
     if (session !== ui.session) return;
     debug.firstFrameMs = Math.round(performance.now() - session.timings.offerPosted);
@@ -351,9 +374,13 @@ async function start() {
     if (session !== ui.session) return;
     $("connecting-text").textContent = "Connecting…";
     watchFirstFrame(session);
+    const client = clientRendered();
+    $("avatar-canvas").hidden = !client;
+    $("video").hidden = client; // still plays the voice
     await session.connect(info.credentials, {
       microphone: ui.micWanted ? true : "muted",
       profile: params.get("profile") || "webrtc",
+      ...(client ? { render: "client", canvas: $("avatar-canvas") } : {}),
     });
     renderMic();
     systemMessage("Session started");
@@ -386,6 +413,8 @@ async function endSession(note) {
   const video = $("video");
   video.pause();
   video.srcObject = null;
+  video.hidden = false;
+  $("avatar-canvas").hidden = true;
   for (const bubble of bubbles.values()) bubble.classList.remove("streaming");
   bubbles.clear();
   if (note) systemMessage(note);
@@ -502,6 +531,12 @@ $("unmute").addEventListener("click", () => {
 });
 $("voice").addEventListener("change", (e) => applySetting(e.target, "Voice", { vparams: { vid: e.target.value } }));
 $("language").addEventListener("change", (e) => applySetting(e.target, "Language", { lang: e.target.value }));
+if (!clientRenderSupported()) {
+  $("client-render").disabled = true;
+  $("client-render-hint").textContent = "This browser has no WebGL2: the server draws the avatar.";
+}
+$("client-render").checked = params.get("render") === "client" && clientRenderSupported();
+
 $("mode").addEventListener("change", (e) => {
   renderMode();
   applySetting(e.target, "Mode", { mode: Number(e.target.value) });

@@ -23,9 +23,21 @@
 //   "audio-start" {}, "audio-end" {}     the avatar starts / stops speaking
 //   "error"            {code, msg}        an error event from the avatar (e.g. a malformed chat message)
 //   "microphone"       {enabled}
+//   "avatar-canvas"    {canvas}           render: "client" only: the <canvas> the avatar is drawn in
+//   "animation-hello"  {avatarId, info}   render: "client" only: the animation stream (re)started
+//
+// Client rendering (a liveavatar extension): create the session with render: "client" and connect with
+// {render: "client"} (optionally {canvas}); the avatar is then drawn in the browser with WebGL2 from its web
+// pack, in step with the audio, and the server sends no video. Check clientRenderSupported() first and
+// create a server-rendered session where it is false.
 //
 // The REST helpers at the end are for demos and tests only: in production your backend holds the API
 // key, creates the session and hands the browser nothing but `credentials`.
+
+import { ANIMATION_LABEL } from "./animation.js";
+import { ClientRender, clientRenderSupported } from "./client-render.js";
+
+export { clientRenderSupported };
 
 const VERSION = 2;
 const encoder = new TextEncoder();
@@ -279,6 +291,7 @@ export class LiveAvatarSession extends Emitter {
   #microphone = null; // {track, stream} while capturing
   #camera = null;
   #lastStats = null;
+  #clientRender = null;
 
   /**
    * @param {object} [options]
@@ -324,9 +337,12 @@ export class LiveAvatarSession extends Emitter {
    * @param {boolean|"muted"} [options.camera=false] true: send the camera as a video track (for "vision");
    *   "muted": keep a send slot for setCameraTrack() later; false: no camera
    * @param {string|object} [options.profile="webrtc"] data-channel limits: a PROFILES key or an object like its entries
+   * @param {"server"|"client"} [options.render="server"] "client": draw the avatar in the browser (the session
+   *   must have been created with render: "client"); opens the `liveavatar-animation` channel
+   * @param {HTMLCanvasElement} [options.canvas] render "client": draw here (default: a new canvas, see "avatar-canvas")
    * @returns {Promise<void>}
    */
-  async connect(credentials, { microphone = false, camera = false, profile = "webrtc" } = {}) {
+  async connect(credentials, { microphone = false, camera = false, profile = "webrtc", render = "server", canvas = null } = {}) {
     if (this.pc) throw new Error("liveavatar: this session is already connected; create a new LiveAvatarSession");
     if (!credentials || !credentials.webrtc_url || !credentials.webrtc_token) {
       throw new LiveAvatarError(1003, "credentials need webrtc_url and webrtc_token (stream_type webrtc)");
@@ -334,9 +350,12 @@ export class LiveAvatarSession extends Emitter {
     const limits = typeof profile === "string" ? PROFILES[profile] : { name: "custom", ...profile };
     if (!limits || !(limits.maxMessageBytes > 0)) throw new LiveAvatarError(1003, `unknown profile ${profile}`);
     this.#profile = limits;
+    if (render === "client" && !clientRenderSupported()) {
+      throw new LiveAvatarError(1003, 'this browser cannot draw the avatar (no WebGL2): create the session with render: "server"');
+    }
     this.#setState("connecting");
     try {
-      await this.#negotiate(credentials, { microphone, camera });
+      await this.#negotiate(credentials, { microphone, camera, render, canvas });
     } catch (err) {
       this.#teardown();
       this.#setState(this.state === "closed" ? "closed" : "failed");
@@ -344,7 +363,31 @@ export class LiveAvatarSession extends Emitter {
     }
   }
 
-  async #negotiate(credentials, { microphone, camera }) {
+  /** render "client": what draws the avatar (its `canvas`, `stats`, `state`); null otherwise. */
+  get clientRender() {
+    return this.#clientRender;
+  }
+
+  #openAnimation(pc, credentials, canvas) {
+    const target = canvas || document.createElement("canvas");
+    const render = new ClientRender({
+      canvas: target,
+      baseUrl: new URL(credentials.webrtc_url, location.href).origin,
+      headers: { authorization: `Bearer ${credentials.webrtc_token}` },
+      receiver: () => (this.#audioTransceiver ? this.#audioTransceiver.receiver : null),
+      onError: (err) => this.emit("error", { code: -1, msg: `client rendering: ${err.message}` }),
+      onHello: (hello) => this.emit("animation-hello", { avatarId: hello.info.avatar_id, info: hello.info }),
+    });
+    this.#clientRender = render;
+    const channel = pc.createDataChannel(ANIMATION_LABEL, { ordered: true });
+    channel.binaryType = "arraybuffer";
+    channel.addEventListener("message", (event) => {
+      if (event.data instanceof ArrayBuffer) render.handle(event.data);
+    });
+    this.emit("avatar-canvas", { canvas: target });
+  }
+
+  async #negotiate(credentials, { microphone, camera, render = "server", canvas = null }) {
     const pc = new RTCPeerConnection({ iceServers: credentials.ice_servers || [] });
     this.pc = pc;
     pc.addEventListener("track", (event) => {
@@ -375,6 +418,7 @@ export class LiveAvatarSession extends Emitter {
 
     // The data channel must exist before the offer so that the offer carries its m-line.
     const channel = pc.createDataChannel("liveavatar", { ordered: true });
+    if (render === "client") this.#openAnimation(pc, credentials, canvas);
     this.channel = channel;
     this.#outbox = new Outbox((text) => channel.send(text), this.#profile);
     channel.addEventListener("message", (event) => this.#onMessage(event.data));
@@ -656,6 +700,7 @@ export class LiveAvatarSession extends Emitter {
     this.#failPending(new LiveAvatarError(1219, "the session was closed"));
     if (this.#outbox) this.#outbox.clear(new LiveAvatarError(1219, "the session was closed"));
     if (this.channel) this.channel.close();
+    if (this.#clientRender) this.#clientRender.close();
     if (this.pc) this.pc.close();
     this.#stopMicrophone();
     if (this.#camera && !this.#camera.external) this.#camera.track.stop();

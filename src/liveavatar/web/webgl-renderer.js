@@ -264,7 +264,8 @@ uniform float uLashBand[2];
 out vec4 o;
 void main() {
   ivec2 p = ivec2(gl_FragCoord.xy);
-  vec3 src = texelFetch(uSrc, p + ivec2(0, uTop), 0).rgb * 255.0;
+  vec4 texel = texelFetch(uSrc, p + ivec2(0, uTop), 0);
+  vec3 src = texel.rgb * 255.0;
   vec3 outc = src;
   if (uBlink >= 0.02) {
     float fade = min(uBlink / 0.12, 1.0);
@@ -297,7 +298,7 @@ void main() {
       outc = c;
     }
   }
-  o = vec4(clamp(floor(outc + 0.5), 0.0, 255.0) / 255.0, 1.0);
+  o = vec4(clamp(floor(outc + 0.5), 0.0, 255.0) / 255.0, texel.a);
 }`;
 
 const FINAL_FS = `${COMMON}
@@ -322,13 +323,13 @@ uniform float uSeamU[11];
 uniform float uSeamV[11];
 out vec4 o;
 
-vec3 sampleWork(vec2 s) {
+vec4 sampleWork(vec2 s) {
   ivec2 i0; vec2 f;
   taps(s, i0, f);
   ivec2 size = textureSize(uWork, 0);
   ivec2 lo = clamp(i0, ivec2(0), size - 1), hi = clamp(i0 + 1, ivec2(0), size - 1);
-  vec3 a = texelFetch(uWork, lo, 0).rgb, b = texelFetch(uWork, ivec2(hi.x, lo.y), 0).rgb;
-  vec3 c = texelFetch(uWork, ivec2(lo.x, hi.y), 0).rgb, d = texelFetch(uWork, hi, 0).rgb;
+  vec4 a = texelFetch(uWork, lo, 0), b = texelFetch(uWork, ivec2(hi.x, lo.y), 0);
+  vec4 c = texelFetch(uWork, ivec2(lo.x, hi.y), 0), d = texelFetch(uWork, hi, 0);
   return mix(mix(a, b, f.x), mix(c, d, f.x), f.y) * 255.0;
 }
 
@@ -420,14 +421,14 @@ vec3 mouthInterior(vec2 p, vec3 base) {
 void main() {
   ivec2 P = ivec2(int(gl_FragCoord.x), uH - 1 - int(gl_FragCoord.y));
   if (P.y < uTop || float(P.y - uTop) >= uBandH) {
-    o = vec4(texelFetch(uStatic, P, 0).rgb, 1.0);
+    o = texelFetch(uStatic, P, 0);
     return;
   }
   ivec2 p = P - ivec2(0, uTop);
-  vec3 c = sampleWork(finalMap(p));
-  c = clamp(floor(c + 0.5), 0.0, 255.0);
+  vec4 w = clamp(floor(sampleWork(finalMap(p)) + 0.5), 0.0, 255.0);
+  vec3 c = w.rgb;
   if (uLipsOn == 1 && inside(p, uLipBox)) c = clamp(floor(mouthInterior(vec2(p), c) + 0.5), 0.0, 255.0);
-  o = vec4(c / 255.0, 1.0);
+  o = vec4(c, w.a) / 255.0;
 }`;
 
 // ------------------------------------------------------------------ the renderer
@@ -437,10 +438,11 @@ export class WebGLRenderer {
   /**
    * @param {HTMLCanvasElement} canvas resized to the pack's frame size
    * @param {{header: object, arrays: object}} pack from loadWebPack / parseWebPack
-   * @param {{background?: string}} [options] a solid background colour ('#rrggbb')
+   * @param {{background?: string|null}} [options] a solid background colour ('#rrggbb'), or null: transparent
+   *   around the person (premultiplied alpha; put an image or video behind the canvas)
    */
   constructor(canvas, pack, { background = DEFAULT_BACKGROUND } = {}) {
-    const gl = canvas.getContext("webgl2", { antialias: false, depth: false, preserveDrawingBuffer: true });
+    const gl = canvas.getContext("webgl2", { antialias: false, depth: false, premultipliedAlpha: true, preserveDrawingBuffer: true });
     if (!gl || !gl.getExtension("EXT_color_buffer_float")) throw new Error("WebGL2 with float render targets is not available");
     this.gl = gl;
     this.canvas = canvas;
@@ -544,10 +546,11 @@ export class WebGLRenderer {
     this.tex.static = null;
   }
 
-  /** Draw over another solid colour ('#rrggbb') from the next frame on. */
+  /** Draw over another solid colour ('#rrggbb') from the next frame on; null: transparent around the person. */
   setBackground(color) {
     const gl = this.gl;
-    const bg = parseColor(color);
+    const transparent = color === null;
+    const bg = transparent ? [0, 0, 0] : parseColor(color);
     const img = this.pack.arrays.image;
     const out = new Uint8Array(this.w * this.h * 4);
     for (let i = 0, n = this.w * this.h; i < n; i++) {
@@ -556,7 +559,7 @@ export class WebGLRenderer {
         const v = Math.fround(Math.fround(img[4 * i + c] * alpha) + Math.fround(bg[c] * Math.fround(1 - alpha)));
         out[4 * i + c] = Math.min(255, Math.floor(v + 0.5));
       }
-      out[4 * i + 3] = 255;
+      out[4 * i + 3] = transparent ? img[4 * i + 3] : 255;
     }
     if (this.tex.static) gl.deleteTexture(this.tex.static);
     this.tex.static = this.#texture(this.w, this.h, gl.RGBA8, gl.RGBA, gl.UNSIGNED_BYTE, out);
