@@ -13,6 +13,8 @@ export const SAMPLE_RATE = 48000;
 /** The renderer's clamps (render/renderer.py): the i8 fields are scaled to these. */
 export const LIMITS = Object.freeze({ maxTurn: 10.0, maxRoll: 4.5, maxShift: 6.0 });
 const POSITIONS = 2 ** 32;
+/** Opus's encoder delay (6.5 ms): the sound of position p is heard with RTP timestamp rtp_base + p + this. */
+export const OPUS_DELAY = 312;
 
 /** A message that is not animation stream v1. */
 export class AnimationError extends Error {
@@ -274,7 +276,7 @@ export class PlayoutClock {
     if (hello && hello.rtpBase !== undefined && (hello.info.rtp_known ?? hello.rtpBase !== 0) && r && r.getSynchronizationSources) {
       const src = r.getSynchronizationSources()[0];
       if (src && src.rtpTimestamp !== undefined) {
-        const p = (src.rtpTimestamp - hello.rtpBase + POSITIONS) % POSITIONS;
+        const p = (src.rtpTimestamp - hello.rtpBase - OPUS_DELAY + 2 * POSITIONS) % POSITIONS;
         // the sample was played at src.timestamp (ms, the performance time origin's clock)
         const age = Math.min(Math.max(performance.timeOrigin + performance.now() - src.timestamp, 0), 100);
         this.source = "rtp";

@@ -33,6 +33,8 @@ export class ClientRender {
     this.last = REST;
     this.stats = { messages: 0, drawn: 0, position: null, source: "none", hello: null };
     this.running = true;
+    /** false: keep following the stream and the clock but draw nothing (e.g. while the canvas is hidden). */
+    this.drawing = true;
     this.jitterTimer = setInterval(() => this.clock.refreshJitter().catch(() => {}), 1000);
     this.frame = this.frame.bind(this);
     requestAnimationFrame(this.frame);
@@ -104,7 +106,7 @@ export class ClientRender {
   frame() {
     if (!this.running) return;
     requestAnimationFrame(this.frame);
-    if (!this.renderer) return;
+    if (!this.renderer || !this.drawing) return;
     const position = this.clock.position(this.timeline);
     const state = position === null ? null : this.timeline.stateAt(position);
     if (state) this.last = state;
@@ -117,6 +119,12 @@ export class ClientRender {
   /** The state drawn last (for tests and meters). */
   get state() {
     return this.last;
+  }
+
+  /** The state for what the user hears now (what the next frame will draw); null before the stream starts. */
+  stateNow() {
+    const position = this.clock.position(this.timeline);
+    return position === null ? null : this.timeline.stateAt(position);
   }
 
   close() {

@@ -409,6 +409,7 @@ async function endSession(note) {
   clearInterval(ui.statsTimer);
   clearInterval(ui.clockTimer);
   clearTimeout(ui.reconnectTimer);
+  ui.lastDrawn = null;
   session.close();
   const video = $("video");
   video.pause();
@@ -442,6 +443,14 @@ async function updateStats() {
   if (session !== ui.session) return;
   const fmt = (value, digits, unit) => (value == null || !Number.isFinite(value) ? "–" : `${value.toFixed(digits)}${unit}`);
   $("stat-rtt").textContent = stats.rttMs != null && stats.rttMs < 1 ? "<1 ms" : fmt(stats.rttMs, stats.rttMs < 10 ? 1 : 0, " ms");
+  const drawn = session.clientRender ? session.clientRender.stats.drawn : null;
+  if (drawn !== null) {
+    // drawn here: frames drawn per second instead of video frames received
+    const now = performance.now();
+    const last = ui.lastDrawn || { drawn, at: now - 1000 };
+    stats.fps = ((drawn - last.drawn) * 1000) / Math.max(now - last.at, 1);
+    ui.lastDrawn = { drawn, at: now };
+  }
   $("stat-fps").textContent = fmt(stats.fps, 0, "");
   $("stat-bitrate").textContent = stats.bitrateKbps != null && stats.bitrateKbps >= 1000 ? fmt(stats.bitrateKbps / 1000, 1, " Mbps") : fmt(stats.bitrateKbps, 0, " kbps");
   $("stat-loss").textContent = fmt(stats.packetLossPct, 1, "%");

@@ -442,7 +442,8 @@ export class WebGLRenderer {
    *   around the person (premultiplied alpha; put an image or video behind the canvas)
    */
   constructor(canvas, pack, { background = DEFAULT_BACKGROUND } = {}) {
-    const gl = canvas.getContext("webgl2", { antialias: false, depth: false, premultipliedAlpha: true, preserveDrawingBuffer: true });
+    // readPixels() right after render() (same task) needs no preserved buffer, which would cost a copy per frame
+    const gl = canvas.getContext("webgl2", { antialias: false, depth: false, premultipliedAlpha: true, preserveDrawingBuffer: false });
     if (!gl || !gl.getExtension("EXT_color_buffer_float")) throw new Error("WebGL2 with float render targets is not available");
     this.gl = gl;
     this.canvas = canvas;
