@@ -22,6 +22,7 @@ import {
   sampleStats,
   stopElement,
   toBytes,
+  renderOptions,
 } from "./common.js";
 
 export const AVATAR_UID = 1;
@@ -217,6 +218,8 @@ class Client extends ArgsEmitter {
     super();
     this.mode = config.mode || "rtc";
     this.codec = config.codec || "vp8";
+    /** liveavatar extension: createClient({..., liveavatarRender: "client", liveavatarCanvas}) */
+    this.liveavatarRender = renderOptions(config);
     if (this.codec !== "vp8") noteNoOp(`codec "${this.codec}"`, "liveavatar always sends VP8");
   }
 
@@ -258,7 +261,7 @@ class Client extends ArgsEmitter {
     session.on("connection-state", ({ state, reason }) => this.#onSessionState(session, state, reason));
     try {
       // Send slots for a microphone and a camera published later (no renegotiation needed).
-      await session.connect(credentials, { microphone: "muted", camera: "muted", profile: "agora" });
+      await session.connect(credentials, { microphone: "muted", camera: "muted", profile: "agora", ...this.liveavatarRender });
     } catch (err) {
       if (this.#session === session) {
         this.#session = null;

@@ -257,3 +257,13 @@ export function qualityOf(rttMs, lossPct) {
   }
   return 5;
 }
+
+/**
+ * liveavatar extension: `{liveavatarRender: "client", liveavatarCanvas}` in a client's options draws the avatar
+ * in the browser (a session created with render: "client"; docs/client-rendering.md) into the canvas (an
+ * element or its id). The options for LiveAvatarSession.connect.
+ */
+export function renderOptions(options = {}) {
+  if (!options || options.liveavatarRender !== "client") return {};
+  return { render: "client", canvas: options.liveavatarCanvas ? resolveElement(options.liveavatarCanvas) : null };
+}

@@ -20,6 +20,7 @@ import {
   sampleStats,
   toBytes,
   tokenSession,
+  renderOptions,
 } from "./common.js";
 
 export const AVATAR_IDENTITY = "avatar";
@@ -309,7 +310,8 @@ export class Room extends ArgsEmitter {
     });
     session.on("connection-state", ({ state, reason }) => this.#onSessionState(session, state, reason));
     try {
-      await session.connect(credentials, { microphone: "muted", camera: "muted", profile: "livekit" });
+      const render = renderOptions(this.options); // new Room({liveavatarRender: "client", liveavatarCanvas})
+      await session.connect(credentials, { microphone: "muted", camera: "muted", profile: "livekit", ...render });
     } catch (err) {
       if (this._session === session) {
         this._session = null;

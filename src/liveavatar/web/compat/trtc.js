@@ -23,6 +23,7 @@ import {
   sampleStats,
   stopElement,
   toBytes,
+  renderOptions,
 } from "./common.js";
 
 export const AVATAR_USER_ID = "avatar";
@@ -189,7 +190,8 @@ export default class TRTC extends ArgsEmitter {
     });
     session.on("connection-state", ({ state, reason }) => this.#onSessionState(session, state, reason));
     try {
-      await session.connect(credentials, { microphone: "muted", camera: "muted", profile: "trtc" });
+      const render = renderOptions(this.options); // TRTC.create({liveavatarRender: "client", liveavatarCanvas})
+      await session.connect(credentials, { microphone: "muted", camera: "muted", profile: "trtc", ...render });
     } catch (err) {
       if (this._session === session) {
         this._session = null;
