@@ -565,6 +565,7 @@ export class WebGLRenderer {
     if (this.tex.static) gl.deleteTexture(this.tex.static);
     this.tex.static = this.#texture(this.w, this.h, gl.RGBA8, gl.RGBA, gl.UNSIGNED_BYTE, out);
     this.background = color;
+    this.workOpen = false; // the source with open eyes must be redrawn
   }
 
   /** The per-frame numbers the shaders take, computed as render/renderer.py does. */
@@ -738,8 +739,9 @@ export class WebGLRenderer {
     const plan = this.plan(state);
     this.lastPlan = plan;
     gl.disable(gl.BLEND);
-    // 1. the source with the closed lids
-    {
+    // 1. the source with the closed lids (open eyes: the last one stays valid)
+    if (plan.blink >= 0.02 || !this.workOpen) {
+      this.workOpen = plan.blink < 0.02;
       const { p, loc } = this.programs.work;
       gl.useProgram(p);
       const bind = (unit, tex) => { gl.activeTexture(gl.TEXTURE0 + unit); gl.bindTexture(gl.TEXTURE_2D, tex); };
