@@ -19,7 +19,6 @@ WEB_PACK_PATH = "/api/open/v3/avatar/web-pack/{avatar_id}"
 CACHE_CONTROL = "private, max-age=300"
 """Custom avatars are their owner's: shared caches must not keep them; browsers revalidate with the ETag."""
 MEDIA_TYPE = "application/vnd.liveavatar.web-pack"
-_built: dict[str, asyncio.Lock] = {}
 
 
 async def _owner(services: Services, request: Request) -> int:
@@ -43,10 +42,8 @@ async def _owner(services: Services, request: Request) -> int:
 
 async def _file(services: Services, key: str) -> WebPackFile:
     registry = services.avatars
-    lock = _built.setdefault(key, asyncio.Lock())
-    async with lock:  # one build per avatar, however many browsers ask at once
-        pack = await asyncio.to_thread(registry.pack, key)
-        return await asyncio.to_thread(ensure_web_pack, pack, registry.pack_path(key))
+    pack = await asyncio.to_thread(registry.pack, key)
+    return await asyncio.to_thread(ensure_web_pack, pack, registry.pack_path(key))
 
 
 @router.get(WEB_PACK_PATH, summary="The avatar's web pack, for rendering in the browser (liveavatar extension)")

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,13 +183,9 @@ def web_pack_path(pack_path: Path) -> Path:
 def ensure_web_pack(pack: AvatarPack, pack_path: Path) -> WebPackFile:
     """The cached web pack of `pack` (saved at `pack_path`), (re)built when missing or older than the pack."""
     path = web_pack_path(pack_path)
-    fresh = path.exists() and (not pack_path.exists() or path.stat().st_mtime >= pack_path.stat().st_mtime)
-    if not fresh:
-        data = gzip.compress(build_web_pack(pack), compresslevel=6, mtime=0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    with _BUILDING:  # one build at a time, however many browsers ask at once
+        if not _fresh(path, pack_path):
+            _write(path, pack)
     stat = path.stat()
     stamp = (str(path), stat.st_mtime_ns, stat.st_size)
     etag = _ETAGS.get(stamp)
@@ -197,5 +194,18 @@ def ensure_web_pack(pack: AvatarPack, pack_path: Path) -> WebPackFile:
     return WebPackFile(path, etag)
 
 
+def _fresh(path: Path, pack_path: Path) -> bool:
+    return path.exists() and (not pack_path.exists() or path.stat().st_mtime >= pack_path.stat().st_mtime)
+
+
+def _write(path: Path, pack: AvatarPack) -> None:
+    data = gzip.compress(build_web_pack(pack), compresslevel=6, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # atomic: another process reads the old file or the new one
+
+
+_BUILDING = threading.Lock()
 _ETAGS: dict[tuple[str, int, int], str] = {}
 """Entity tags of web pack files by (path, mtime, size): hashed once per file version."""
