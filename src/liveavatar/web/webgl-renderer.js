@@ -17,14 +17,20 @@ const WEB_PACK_VERSION = 1;
 const MOUTH_BASES = ["jaw_open", "lips_wide", "lips_round", "lips_closed", "lower_lip_tuck"];
 export const DEFAULT_BACKGROUND = "#5b6b7c";
 
-/** True where this browser can draw the avatar itself (WebGL2 with float render targets). */
+let supported = null;
+
+/** True where this browser can draw the avatar itself (WebGL2 with float render targets); probed once. */
 export function webgl2Supported() {
-  try {
-    const gl = document.createElement("canvas").getContext("webgl2");
-    return !!gl && !!gl.getExtension("EXT_color_buffer_float");
-  } catch {
-    return false;
+  if (supported === null) {
+    try {
+      const gl = document.createElement("canvas").getContext("webgl2");
+      supported = !!gl && !!gl.getExtension("EXT_color_buffer_float");
+      if (gl) gl.getExtension("WEBGL_lose_context")?.loseContext(); // browsers cap live contexts
+    } catch {
+      supported = false;
+    }
   }
+  return supported;
 }
 
 /** Parse a web pack (an ArrayBuffer) into {header, arrays} (typed arrays; float16 stays raw Uint16Array). */
