@@ -19,7 +19,8 @@ from liveavatar.render.builder import build_video_pack
 from liveavatar.render.detection import detect, mouth_opening
 from liveavatar.render.face import FaceState
 from liveavatar.render.landmarks import EYES
-from liveavatar.render.loop import STABLE, LoopRenderer, renderer_for
+from liveavatar.render.loop import LoopRenderer, renderer_for
+from liveavatar.render.loop_geometry import STABLE
 from liveavatar.render.pack import AvatarPack
 from liveavatar.render.renderer import Renderer
 

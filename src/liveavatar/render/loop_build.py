@@ -13,7 +13,7 @@ from liveavatar.errors import ParamError
 from liveavatar.media import VIDEO_FPS
 from liveavatar.render.arrays import F32, F64, U8
 from liveavatar.render.detection import check_image, detect
-from liveavatar.render.loop import fit_pose, mouth_patch
+from liveavatar.render.loop_geometry import fit_pose, mouth_patch
 from liveavatar.render.pack import AvatarPack, Loop
 
 Progress = Callable[[str, float], None]
