@@ -166,6 +166,7 @@ def test_video_url_builds_a_loop_avatar(private_ok: Deployment, files: tuple[str
     (path,) = Path(private_ok.server.env["LIVEAVATAR_PACK_DIR"]).glob(f"{ready['_id']}-*.npz")
     pack = AvatarPack.load(path)
     assert pack.kind == "loop" and pack.loop is not None and len(pack.loop.frames) == 75
+    assert (private_ok.server.data_dir / "avatars" / "custom" / ready["_id"] / "clip").is_file()  # for rebuilds
     assert face_in_session(private_ok.server, alice, "gracevideo") == 1
 
 

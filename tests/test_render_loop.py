@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from liveavatar.avatars.intake import read_portrait
 from liveavatar.media import VIDEO_FPS
-from liveavatar.render.avatars import builtin_portraits
+from liveavatar.render.avatars import AvatarRegistry, builtin_portraits
 from liveavatar.render.builder import build_video_pack
 from liveavatar.render.detection import detect, mouth_opening
 from liveavatar.render.face import FaceState
@@ -188,3 +189,18 @@ def test_a_photo_pack_keeps_the_photo_renderer(built: tuple[Clip, AvatarPack]) -
     _, pack = built
     photo = replace(pack, loop=None)
     assert photo.kind == "photo" and isinstance(renderer_for(photo), Renderer)
+
+
+def test_a_video_avatar_is_rebuilt_from_its_kept_clip(built: tuple[Clip, AvatarPack], tmp_path: Path) -> None:
+    clip, _ = built
+    folder = tmp_path / "custom" / "row1"
+    folder.mkdir(parents=True)
+    (folder / "clip").write_bytes(clip.data)
+    portrait = read_portrait(clip.data)
+    cv2.imwrite(str(folder / "portrait.png"), portrait.image)
+    (folder / "avatar.json").write_text(json.dumps({"avatar_id": "astro", "name": "Eileen", "owner_id": 1}))
+    registry = AvatarRegistry(tmp_path)  # no pack on disk, as after an upgrade of the builder
+    avatar = registry.get("astro", 1)
+    assert avatar is not None
+    pack = registry.pack(avatar.pack_key)
+    assert pack.kind == "loop" and pack.loop is not None and len(pack.loop.frames) == int(SECONDS * VIDEO_FPS)

@@ -35,6 +35,8 @@ Progress = Callable[[str, float], None]
 SOURCE: Final = "source"
 """File name of the fetched or uploaded original in the avatar's folder."""
 PORTRAIT: Final = "portrait.png"
+CLIP: Final = "clip"
+"""A video avatar's source, kept after its build: newer builder code rebuilds its pack, loop included, from it."""
 FETCH_TIMEOUT: Final = 120.0
 GENDERS: Final = ("male", "female", "")
 
@@ -185,6 +187,9 @@ class AvatarJobs:
                 framing=_framing(row.framing),
             )
             report("installing", 1.0)
+            if pack.loop is not None:
+                folder = self.registry.folder(row.id)
+                await asyncio.to_thread((folder / SOURCE).replace, folder / CLIP)
             await asyncio.to_thread(self.registry.install, avatar, pack)
             note = "" if pack.loop is None else _loop_note(pack, portrait)
             done = await self.store.avatars.update(
