@@ -1,10 +1,13 @@
 """Renderer benchmark: milliseconds per 512x512 frame on one core, for both built-in avatars, while talking.
 
-    .venv/bin/python bench/render.py [--frames N] [--images docs/images]
+    .venv/bin/python bench/render.py [--frames N] [--images docs/images] [--clip-seconds S]
 
 Builds each built-in pack (timed; size on disk), then renders N frames of speech-like mouth motion with idle
 motion on top, pinned to one core (OpenCV and BLAS single-threaded). Prints median and p95 per frame, wall
 clock and CPU time. With --images it also writes the sample frames kept in docs/images/. Asserts nothing.
+A last row does the same for a video avatar ("<id>-video"), built from an S-second clip of the first
+portrait with synthetic head motion and blinks (no real talking-head clip ships in any package), and prints
+the memory the pack and its decoded loop hold once loaded (numpy allocations, traced).
 """
 
 from __future__ import annotations
@@ -15,18 +18,23 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: no BLAS thre
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
+from liveavatar.avatars.intake import read_portrait  # noqa: E402
 from liveavatar.render.avatars import builtin_portraits  # noqa: E402
 from liveavatar.render.background import Background  # noqa: E402
-from liveavatar.render.builder import build_pack  # noqa: E402
+from liveavatar.render.builder import build_pack, build_video_pack  # noqa: E402
+from liveavatar.render.detection import detect  # noqa: E402
 from liveavatar.render.face import MOUTH_BASES, FaceState  # noqa: E402
+from liveavatar.render.loop import FrameRenderer, LoopRenderer  # noqa: E402
 from liveavatar.render.motion import Motion  # noqa: E402
 from liveavatar.render.pack import AvatarPack  # noqa: E402
 from liveavatar.render.renderer import Renderer  # noqa: E402
@@ -105,6 +113,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1500)
     parser.add_argument("--images", type=Path, default=None, help="write sample frames to this folder")
     parser.add_argument("--size", default="512x512", help="frame size WxH (LIVEAVATAR_VIDEO_SIZE)")
+    parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the video avatar's clip")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     size = tuple(int(side) for side in args.size.lower().split("x"))
@@ -139,6 +148,84 @@ def main() -> None:
                 args.images.mkdir(parents=True, exist_ok=True)
                 for p in sample_images(pack, args.images):
                     print(f"  wrote {p}")
+        video_row(next(iter(builtin_portraits().items())), args.clip_seconds, (size[0], size[1]), mouth, Path(tmp))
+
+
+def timed(renderer: FrameRenderer, mouth: npt.NDArray[np.float32]) -> str:
+    """The video row's timing columns, measured as for the photo avatars above."""
+    motion = Motion(seed=1)
+    motion.start_action("nod", 10.0)
+    motion.start_expression("happiness", 20.0)
+    wall, cpu = [], []
+    for i in range(len(mouth)):
+        state = motion.apply(FaceState(mouth=mouth[i]), i / FPS)
+        w0, c0 = time.perf_counter(), time.process_time()
+        renderer.render(state)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    ms = np.array(wall[25:]) * 1e3
+    cms = np.array(cpu[25:]) * 1e3
+    return f"{np.median(ms):>11.2f}{np.percentile(ms, 95):>9.2f}{np.percentile(ms, 99):>9.2f}{np.median(cms):>9.2f}"
+
+
+def synthetic_clip(image: npt.NDArray[np.uint8], seconds: float) -> bytes:
+    """An H.264 clip of the portrait swaying (tilt, shift, scale) and blinking every ~4 s."""
+    import av
+
+    lm = detect(image)
+    centre = (float(lm[1, 0]), float(lm[1, 1]))
+    shut = image.copy()
+    for eye in ((33, 133, 159, 145), (362, 263, 386, 374)):
+        pts = lm[list(eye), :2]
+        c, width = pts.mean(0), float(np.ptp(pts[:, 0]))
+        skin = image[int(c[1] + 0.45 * width), int(c[0])].tolist()
+        cv2.ellipse(shut, (int(c[0]), int(c[1])), (int(0.62 * width), int(0.3 * width)), 0, 0, 360, skin, -1)
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(int(seconds * FPS)):
+            t = i / FPS
+            m = cv2.getRotationMatrix2D(centre, 3.0 * np.sin(t * 2.5), 1.0 + 0.02 * np.sin(t * 1.7))
+            m[:, 2] += [6.0 * np.sin(t * 1.6), 3.0 * np.sin(t * 2.1)]
+            base = shut if (t % 4.0) < 0.2 else image
+            frame = cv2.warpAffine(base, m, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), "bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def video_row(
+    builtin: tuple[str, tuple[str, str, Path]],
+    seconds: float,
+    size: tuple[int, int],
+    mouth: npt.NDArray[np.float32],
+    tmp: Path,
+) -> None:
+    """The video avatar's row: build time (frame choice + pack + loop), pack size, ms per frame, memory held."""
+    avatar_id, (name, gender, path) = builtin
+    image = cv2.imread(str(path))
+    data = synthetic_clip(image, seconds)
+    t0 = time.perf_counter()
+    portrait = read_portrait(data)
+    pack = build_video_pack(data, portrait.image, portrait.seconds, avatar_id=avatar_id, name=name, size=size)
+    build = time.perf_counter() - t0
+    file = tmp / f"{avatar_id}-video.npz"
+    pack.save(file)
+    tracemalloc.start()
+    pack = AvatarPack.load(file)
+    renderer = LoopRenderer(pack)
+    held = tracemalloc.get_traced_memory()[0] / 1e6
+    tracemalloc.stop()
+    print(f"{'video loop':<14}{build:>9.2f}{file.stat().st_size / 1e6:>9.2f}" + timed(renderer, mouth))
+    assert pack.loop is not None
+    print(
+        f"  video loop: {avatar_id} in a {seconds:.0f} s clip, loop of {len(pack.loop.frames)} frames "
+        f"({len(pack.loop.frames) / pack.loop.fps:.1f} s, forth and back); pack and decoded loop hold {held:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from conftest import Deployment
 from liveavatar.client import Connection
 from liveavatar.render.avatars import builtin_portraits
 from liveavatar.render.detection import face_meshes
+from liveavatar.render.pack import AvatarPack
 from servers import Server, create_key, serve_folder
 
 CREATE = "/api/open/v3/avatar/create"
@@ -154,14 +155,18 @@ def test_photo_url_builds_in_the_background_and_only_its_owner_sees_and_uses_it(
     assert face_in_session(private_ok.server, alice, "eileen") == 1
 
 
-def test_video_url_builds_from_its_best_frame(private_ok: Deployment, files: tuple[str, Path]) -> None:
+def test_video_url_builds_a_loop_avatar(private_ok: Deployment, files: tuple[str, Path]) -> None:
     base, _ = files
     alice = private_ok.alice
     body = {"url": f"{base}/grace.mp4", "avatar_id": "gracevideo", "name": "Grace", "type": 2, "url_from": 1}
     assert alice.post(CREATE, body)["code"] == 1000
     ready = wait_for(alice, "gracevideo", finished)
     assert ready["status"] == 3, ready
-    assert "video frame" in ready["msg"]
+    assert "video loop of 3.0 s" in ready["msg"] and "the mouth is modelled on the frame at" in ready["msg"], ready
+    (path,) = Path(private_ok.server.env["LIVEAVATAR_PACK_DIR"]).glob(f"{ready['_id']}-*.npz")
+    pack = AvatarPack.load(path)
+    assert pack.kind == "loop" and pack.loop is not None and len(pack.loop.frames) == 75
+    assert (private_ok.server.data_dir / "avatars" / "custom" / ready["_id"] / "clip").is_file()  # for rebuilds
     assert face_in_session(private_ok.server, alice, "gracevideo") == 1
 
 

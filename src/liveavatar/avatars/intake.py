@@ -1,4 +1,7 @@
-"""A custom avatar's source file -> the portrait its pack is built from (a photo, or a video's best frame)."""
+"""A custom avatar's source file -> the portrait its pack is built from (a photo, or a video's best frame).
+
+A video's best frame gives the mouth model; the builder then cuts the loop from the clip around it.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ MAX_SOURCE_BYTES: Final = 100 * 1024 * 1024
 """Largest photo or video accepted (URL or upload)."""
 MAX_IMAGE_BYTES: Final = 25 * 1024 * 1024
 MAX_VIDEO_SECONDS: Final = 120.0
-"""Longest video accepted; only one frame is used until video-loop avatars exist."""
+"""Longest video accepted (the loop is cut from the part around its best frame)."""
 FALLBACK_FRAMES: Final = 3
 """Next-best video frames kept in case the builder refuses the best one."""
 VIDEO_SAMPLES: Final = 24
@@ -43,8 +46,10 @@ class Portrait:
     kind: Kind
     note: str = ""
     """For a video: which frame was chosen, and why."""
-    fallbacks: tuple[tuple[str, U8], ...] = ()
-    """For a video: the next best frames (note, image), tried in order when the best one cannot be built."""
+    seconds: float = 0.0
+    """For a video: where the chosen frame is in the clip."""
+    fallbacks: tuple[tuple[str, U8, float], ...] = ()
+    """For a video: the next best frames (note, image, seconds), tried in order when the best one cannot be built."""
 
 
 def sniff(data: bytes) -> Kind | None:
@@ -103,8 +108,8 @@ def best_frame(data: bytes, *, max_seconds: float = MAX_VIDEO_SECONDS, progress:
     ranked = [frames[index] for _, index in sorted(scored, reverse=True)[: 1 + FALLBACK_FRAMES]]
     notes = [f"the frame at {seconds:.1f} s, chosen from {len(frames)} looked at" for seconds, _ in ranked]
     log.info("avatar from a video: %s", notes[0])
-    fallbacks = tuple((note, image) for note, (_, image) in zip(notes[1:], ranked[1:], strict=True))
-    return Portrait(ranked[0][1], "video", notes[0], fallbacks)
+    fallbacks = tuple((note, image, seconds) for note, (seconds, image) in zip(notes[1:], ranked[1:], strict=True))
+    return Portrait(ranked[0][1], "video", notes[0], ranked[0][0], fallbacks)
 
 
 def sample_frames(data: bytes, *, max_seconds: float = MAX_VIDEO_SECONDS) -> list[tuple[float, U8]]:

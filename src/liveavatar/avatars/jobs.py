@@ -35,6 +35,8 @@ Progress = Callable[[str, float], None]
 SOURCE: Final = "source"
 """File name of the fetched or uploaded original in the avatar's folder."""
 PORTRAIT: Final = "portrait.png"
+CLIP: Final = "clip"
+"""A video avatar's source, kept after its build: newer builder code rebuilds its pack, loop included, from it."""
 FETCH_TIMEOUT: Final = 120.0
 GENDERS: Final = ("male", "female", "")
 
@@ -185,8 +187,11 @@ class AvatarJobs:
                 framing=_framing(row.framing),
             )
             report("installing", 1.0)
+            if pack.loop is not None:
+                folder = self.registry.folder(row.id)
+                await asyncio.to_thread((folder / SOURCE).replace, folder / CLIP)
             await asyncio.to_thread(self.registry.install, avatar, pack)
-            note = "" if portrait.kind == "image" else f"built from one video frame ({portrait.note})"
+            note = "" if pack.loop is None else _loop_note(pack, portrait)
             done = await self.store.avatars.update(
                 row_id, status=int(AvatarStatus.READY), stage="ready", progress=1.0, msg=note
             )
@@ -229,31 +234,49 @@ class AvatarJobs:
         return fetched.content
 
     def _make(self, row: AvatarRow, data: bytes, report: Progress) -> tuple[Portrait, AvatarPack]:
-        from liveavatar.render.builder import build_pack  # needs mediapipe: only when building
+        from liveavatar.render.builder import build_pack, build_video_pack  # needs mediapipe: only when building
 
         report("reading the file", 0.02)
         portrait = read_portrait(data, max_seconds=self._max_video_seconds, progress=report)
         folder = self.registry.folder(row.id)
         folder.mkdir(parents=True, exist_ok=True)
-        candidates = [(portrait.note, portrait.image), *portrait.fallbacks]
+        candidates = [(portrait.note, portrait.image, portrait.seconds), *portrait.fallbacks]
         first_error: LiveAvatarError | None = None
-        for note, image in candidates:
+        framing, size = _framing(row.framing), self.registry.size
+
+        def step(stage: str, fraction: float) -> None:
+            report(stage, 0.1 + 0.85 * fraction)
+
+        for note, image, seconds in candidates:
             cv2.imwrite(str(folder / PORTRAIT), image)
             try:
-                pack = build_pack(
-                    image,
-                    avatar_id=row.avatar_id,
-                    name=row.name,
-                    gender=row.gender,
-                    framing=_framing(row.framing),
-                    size=self.registry.size,
-                    progress=lambda stage, fraction: report(stage, 0.1 + 0.85 * fraction),
-                )
+                if portrait.kind == "video":  # the clip is the idle motion, the frame gives the mouth
+                    pack = build_video_pack(
+                        data,
+                        image,
+                        seconds,
+                        avatar_id=row.avatar_id,
+                        name=row.name,
+                        gender=row.gender,
+                        framing=framing,
+                        size=size,
+                        progress=step,
+                    )
+                else:
+                    pack = build_pack(
+                        image,
+                        avatar_id=row.avatar_id,
+                        name=row.name,
+                        gender=row.gender,
+                        framing=framing,
+                        size=size,
+                        progress=step,
+                    )
             except LiveAvatarError as exc:  # a video's next-best frame may still work
                 log.info("avatar %r: %s cannot be used: %s", row.avatar_id, note or "the photo", exc.msg)
                 first_error = first_error or exc
                 continue
-            return replace(portrait, image=image, note=note), pack
+            return replace(portrait, image=image, note=note, seconds=seconds), pack
         assert first_error is not None
         raise first_error
 
@@ -272,6 +295,15 @@ class AvatarJobs:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+
+
+def _loop_note(pack: AvatarPack, portrait: Portrait) -> str:
+    assert pack.loop is not None
+    seconds = len(pack.loop.frames) / pack.loop.fps
+    return (
+        f"built as a video loop of {seconds:.1f} s from {pack.loop.start:.1f} s on, played forth and back; "
+        f"the mouth is modelled on {portrait.note}"
+    )
 
 
 def _framing(value: str) -> Framing:

@@ -261,9 +261,27 @@ class AvatarRegistry:
         path = self._pack_path(avatar.pack_key)
         if path.exists():
             return AvatarPack.load(path)
-        from liveavatar.render.builder import build_pack  # needs mediapipe: only when building
+        from liveavatar.render.builder import build_pack, build_video_pack  # needs mediapipe: only when building
 
         log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
+        clip = None if avatar.official else self.folder(avatar.pack_key) / "clip"
+        if clip is not None and clip.is_file():  # a video avatar: its loop is rebuilt from the kept clip
+            from liveavatar.avatars.intake import read_portrait
+
+            data = clip.read_bytes()
+            portrait = read_portrait(data)
+            pack = build_video_pack(
+                data,
+                portrait.image,
+                portrait.seconds,
+                avatar_id=avatar.avatar_id,
+                name=avatar.name,
+                gender=avatar.gender,
+                framing=avatar.framing,
+                size=self.size,
+            )
+            self._save_pack(avatar.pack_key, pack)
+            return pack
         image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
         pack = build_pack(
             image,

@@ -14,6 +14,7 @@ from liveavatar.render.arrays import F16, F64, U8, smoothstep
 from liveavatar.render.detection import SIZE, Framing, check_face, check_image, crop, detect
 from liveavatar.render.fields import basis, crop_field, field_from_vertices, min_area_ratio
 from liveavatar.render.landmarks import N_LANDMARKS, OVAL, face_height
+from liveavatar.render.loop_build import build_loop
 from liveavatar.render.matting import decontaminate, person_mask
 from liveavatar.render.mesh import Mesh
 from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, AvatarPack, Field
@@ -58,6 +59,39 @@ def build_pack(
                 raise
             report("framing the photo a little wider", 0.3)
     raise AssertionError("unreachable")
+
+
+def build_video_pack(
+    data: bytes,
+    frame: np.ndarray[Any, Any],
+    at: float,
+    *,
+    avatar_id: str,
+    name: str,
+    gender: str = "",
+    framing: Framing = "presenter",
+    size: tuple[int, int] = (SIZE, SIZE),
+    progress: Progress | None = None,
+) -> AvatarPack:
+    """A video avatar: the pack built from the clip's frame at `at` seconds (its best frontal one), with the
+    stretch of the clip around it as the idle loop; ParamError as build_pack, or for a clip it cannot loop."""
+
+    def report(stage: str, frac: float) -> None:
+        if progress is not None:
+            progress(stage, frac)
+
+    pack = build_pack(
+        frame,
+        avatar_id=avatar_id,
+        name=name,
+        gender=gender,
+        framing=framing,
+        size=size,
+        progress=lambda stage, frac: report(stage, 0.4 * frac),
+    )
+    pack.loop = build_loop(data, pack, frame, at, lambda stage, frac: report(stage, 0.4 + 0.6 * frac))
+    pack.meta["loop_frames"] = len(pack.loop.frames)
+    return pack
 
 
 PRESENTER_WIDER = (1.0, 1.15, 1.3, 1.5)

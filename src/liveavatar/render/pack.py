@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from liveavatar.errors import ParamError
-from liveavatar.render.arrays import F16, F32, U8
+from liveavatar.render.arrays import F16, F32, F64, U8
 
 PACK_VERSION = 1
 
@@ -60,6 +60,25 @@ class EyeLid:
 
 
 @dataclass(eq=False)
+class Loop:
+    """A video avatar's idle motion: the cropped clip (played forth and back) and the head pose per frame."""
+
+    frames: list[bytes]
+    """Each frame of the loop as JPEG (the pack's frame size), in clip order."""
+    poses: F32
+    """Per frame, the similarity (2 x 3) taking the pack's rest frame onto that frame (the head's pose)."""
+    gains: F32
+    """Per frame, BGR gains that match the rest frame's mouth region to that frame's light."""
+    fps: float
+    start: float = 0.0
+    """Where the loop starts in the source clip (seconds)."""
+    rest: int = 0
+    """The loop frame the pack's rest frame was built from."""
+    crop: F64 = field(default_factory=lambda: np.eye(2, 3))
+    """The similarity (2 x 3) taking the source clip's pixels onto the pack's frame."""
+
+
+@dataclass(eq=False)
 class AvatarPack:
     """A portrait prepared for animation: rest image, person mask, landmarks and warp fields."""
 
@@ -92,6 +111,13 @@ class AvatarPack:
     mouth_colors: F32
     """BGR rows: mouth interior, tongue, lip."""
     meta: dict[str, Any] = field(default_factory=dict)
+    loop: Loop | None = None
+    """A video avatar's clip; None for a photo avatar."""
+
+    @property
+    def kind(self) -> str:
+        """ "loop" for an avatar built from a video (its clip is the idle motion), "photo" otherwise."""
+        return "photo" if self.loop is None else "loop"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -121,8 +147,18 @@ class AvatarPack:
             arrays[f"eye{i}.lash_color"] = eye.lash_color.astype(np.float32)
             arrays[f"eye{i}.band"] = np.array([eye.band], np.float32)
             boxes[f"eye{i}"] = [eye.x, eye.y]
+        loop_header: dict[str, Any] | None = None
+        if self.loop is not None:
+            lp = self.loop
+            arrays["loop.jpeg"] = np.frombuffer(b"".join(lp.frames), np.uint8)
+            arrays["loop.lengths"] = np.array([len(f) for f in lp.frames], np.int64)
+            arrays["loop.poses"] = lp.poses.astype(np.float32)
+            arrays["loop.gains"] = lp.gains.astype(np.float32)
+            arrays["loop.crop"] = lp.crop.astype(np.float64)
+            loop_header = {"fps": lp.fps, "start": lp.start, "rest": lp.rest}
         header = {
             "version": PACK_VERSION,
+            "loop": loop_header,
             "avatar_id": self.avatar_id,
             "name": self.name,
             "gender": self.gender,
@@ -180,8 +216,27 @@ class AvatarPack:
             teeth=a["teeth"],
             mouth_colors=a["mouth_colors"].astype(np.float32),
             meta=dict(header.get("meta", {})),
+            loop=_load_loop(a, header.get("loop")),
         )
 
 
 TEETH_SPAN = (-0.1, 0.2)
 """Rows of the teeth texture span these offsets below the lips' seam, in mouth widths."""
+
+
+def _load_loop(a: dict[str, np.ndarray[Any, Any]], header: dict[str, Any] | None) -> Loop | None:
+    """A saved pack's loop (packs written before video avatars have none)."""
+    if not header:
+        return None
+    data = a["loop.jpeg"].tobytes()
+    ends = np.cumsum(a["loop.lengths"])
+    starts = ends - a["loop.lengths"]
+    return Loop(
+        frames=[data[int(s) : int(e)] for s, e in zip(starts, ends, strict=True)],
+        poses=a["loop.poses"].astype(np.float32),
+        gains=a["loop.gains"].astype(np.float32),
+        fps=float(header["fps"]),
+        start=float(header.get("start", 0.0)),
+        rest=int(header.get("rest", 0)),
+        crop=a["loop.crop"].astype(np.float64),
+    )

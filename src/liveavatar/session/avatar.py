@@ -7,15 +7,15 @@ import numpy.typing as npt
 
 from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
+from liveavatar.render.loop import FrameRenderer
 from liveavatar.render.motion import Motion
-from liveavatar.render.renderer import Renderer
 from liveavatar.session.speaker import Speaker
 
 
 class AvatarSource:
     """What a session shows and plays: the outbound tracks pull frames; replies speak into `speaker`."""
 
-    def __init__(self, renderer: Renderer, motion: Motion, lead: float = 0.03) -> None:
+    def __init__(self, renderer: FrameRenderer, motion: Motion, lead: float = 0.03) -> None:
         self.renderer = renderer
         self.motion = motion
         self.speaker = Speaker(lead)

@@ -11,9 +11,9 @@ import numpy as np
 
 from liveavatar.media import AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS
 from liveavatar.render.background import Background
+from liveavatar.render.loop import renderer_for
 from liveavatar.render.motion import Motion
 from liveavatar.render.pack import AvatarPack
-from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.playback import to_playback_rate
 from liveavatar.speech.base import TTS, Voice
@@ -36,7 +36,7 @@ async def render_clip(
     progress: Callable[[float], None] | None = None,
 ) -> float:
     """Speak `text` with `voice` as avatar `pack` into an MP4 (H.264 + AAC); returns its duration in seconds."""
-    source = AvatarSource(Renderer(pack, background), Motion(seed=0))
+    source = AvatarSource(renderer_for(pack, background), Motion(seed=0))
     end = 0.0
     async for chunk in tts.synthesize(text, voice, speed=speed, pron_map=pron_map):
         end = source.speaker.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))[1]

@@ -17,8 +17,8 @@ from typing import Any
 from liveavatar.avatars.voice import matching_voice_id
 from liveavatar.errors import NotFound, SessionClosed
 from liveavatar.render.avatars import AvatarRegistry
+from liveavatar.render.loop import renderer_for
 from liveavatar.render.motion import Motion
-from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.dialogue import Brain, Knowledge
 from liveavatar.session.host import (
@@ -108,7 +108,7 @@ class LocalHost:
                 SessionSettings.from_create(spec.avatar_id, spec.mode_type, spec.params),
                 avatar_voice_id=avatar.voice_id or matching_voice_id(kit.voices, avatar.gender),
             ),
-            source=AvatarSource(Renderer(pack), Motion(seed=hash(session_id) & 0xFFFF)),
+            source=AvatarSource(renderer_for(pack), Motion(seed=hash(session_id) & 0xFFFF)),
             voices=kit.voices,
             allow_private_urls=kit.allow_private_urls,
             ears=kit.ears,
