@@ -16,6 +16,7 @@ from liveavatar.errors import ParamError
 from liveavatar.media import Clock
 from liveavatar.transport.ice import rtc_configuration
 from liveavatar.transport.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaSource
+from liveavatar.transport.vp8 import TalkingHeadVp8Encoder, use_encoder
 
 log = logging.getLogger(__name__)
 DROPPED_STATES = frozenset({"failed", "closed"})
@@ -71,6 +72,7 @@ class Peer:
         self._pc.addTrack(self._audio)
         video_sender = self._pc.addTrack(self._video)
         self._prefer_vp8(video_sender)
+        use_encoder(video_sender, TalkingHeadVp8Encoder())
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         return str(self._pc.localDescription.sdp)
 
