@@ -24,8 +24,9 @@ START_BITRATE = 600_000
 QMIN = 10
 """Finest quantizer: a still or idle head stops at ~47 dB PSNR instead of spending the whole bitrate on
 refining it (aiortc: 2), so an idle session sends ~270 kbps in ~38 packets a second (~570 kbps, ~68 at 2)."""
-CPU_USED = "-12"
-"""libvpx realtime speed (aiortc: -6): 2.5 -> ~1.0 ms per 512x512 frame with the denoiser off."""
+CPU_USED = "-16"
+"""libvpx's fastest realtime speed (aiortc: -6): with the denoiser off, 2.5 -> ~0.9 ms per 512x512 frame,
+and ~0.3 dB below speed -12 on a talking head."""
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
 
