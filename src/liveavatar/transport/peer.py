@@ -77,7 +77,7 @@ class Peer:
         return str(self._pc.localDescription.sdp)
 
     def _prefer_vp8(self, sender: RTCRtpSender) -> None:
-        # VP8 costs ~2.5 ms per 512x512 frame against 6-8 ms for H.264.
+        # VP8 costs ~1 ms per 512x512 frame (transport/vp8.py settings) against 6-8 ms for H.264.
         codecs = RTCRtpSender.getCapabilities("video").codecs
         preferred = [c for c in codecs if c.mimeType in ("video/VP8", "video/rtx")]
         for transceiver in self._pc.getTransceivers():
