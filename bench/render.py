@@ -1,6 +1,9 @@
 """Renderer benchmark: milliseconds per 512x512 frame on one core, for both built-in avatars, while talking.
 
-    .venv/bin/python bench/render.py [--frames N] [--images docs/images] [--clip-seconds S]
+    .venv/bin/python bench/render.py [--frames N] [--images docs/images] [--clip-seconds S] [--pipeline]
+
+With --pipeline it also splits a whole outbound video frame into its stages, as a session runs them (the
+session's AvatarSource and video track, the VP8 encoder the server's peers use, RTP + SRTP), idle and talking.
 
 Builds each built-in pack (timed; size on disk), then renders N frames of speech-like mouth motion with idle
 motion on top, pinned to one core (OpenCV and BLAS single-threaded). Prints median and p95 per frame, wall
@@ -38,6 +41,9 @@ from liveavatar.render.loop import FrameRenderer, LoopRenderer  # noqa: E402
 from liveavatar.render.motion import Motion  # noqa: E402
 from liveavatar.render.pack import AvatarPack  # noqa: E402
 from liveavatar.render.renderer import Renderer  # noqa: E402
+from liveavatar.session.avatar import AvatarSource  # noqa: E402
+from liveavatar.transport.tracks import AvatarVideoTrack  # noqa: E402
+from liveavatar.transport.vp8 import TalkingHeadVp8Encoder  # noqa: E402
 
 FPS = 25
 VISEMES = {  # rough mouth shapes, as weights over MOUTH_BASES
@@ -108,12 +114,96 @@ def sample_images(pack: AvatarPack, out: Path) -> list[Path]:
     return paths
 
 
+class _NoWait:
+    """A session clock that is always on time (the bench measures CPU, not pacing)."""
+
+    def now(self) -> float:
+        return 0.0
+
+    def start(self) -> float:
+        return 0.0
+
+    async def wait_until(self, t: float) -> None:
+        return None
+
+
+class _TimedSource:
+    """The session's media source, with the time spent in video_frame() (state + render) recorded."""
+
+    def __init__(self, source: AvatarSource) -> None:
+        self.source = source
+        self.seconds = 0.0
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        return self.source.video_size
+
+    @property
+    def video_repeated(self) -> bool:
+        return self.source.video_repeated
+
+    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
+        c0 = time.process_time()
+        frame = self.source.video_frame(t)
+        self.seconds = time.process_time() - c0
+        return frame
+
+    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
+        return self.source.audio_frame(t)
+
+
+def pipeline(pack: AvatarPack, frames: int, talking: bool) -> dict[str, float]:
+    """CPU ms per frame of each outbound video stage, as a session runs them (median after a warm-up)."""
+    import asyncio
+
+    import pylibsrtp
+    from aiortc.rtp import RtpPacket
+
+    mouth = speech(frames) if talking else np.zeros((frames, len(MOUTH_BASES)), np.float32)
+    source = AvatarSource(Renderer(pack), Motion(seed=1))
+    source.speaker.mouth_at = lambda t: mouth[min(int(round(t * FPS)), frames - 1)]  # type: ignore[method-assign]
+    timed = _TimedSource(source)
+    track = AvatarVideoTrack(timed, _NoWait())
+    encoder = TalkingHeadVp8Encoder()
+    srtp = pylibsrtp.Session(pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    stages: dict[str, list[float]] = {k: [] for k in ("render", "convert", "encode", "rtp+srtp")}
+    sent, repeats, seq = 0, 0, 0
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(frames):
+            c0 = time.process_time()
+            frame = loop.run_until_complete(track.recv())
+            c1 = time.process_time()
+            payloads, timestamp = encoder.encode(frame)
+            c2 = time.process_time()
+            for payload in payloads:
+                packet = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=timestamp, ssrc=1)
+                packet.payload = payload
+                srtp.protect(packet.serialize())
+                sent += len(payload)
+                seq += 1
+            c3 = time.process_time()
+            repeats += source.video_repeated
+            stages["render"].append(timed.seconds)
+            stages["convert"].append(c1 - c0 - timed.seconds)
+            stages["encode"].append(c2 - c1)
+            stages["rtp+srtp"].append(c3 - c2)
+    finally:
+        loop.close()
+    out = {k: float(np.mean(v[FPS:])) * 1e3 for k, v in stages.items()}
+    out["total"] = sum(out.values())
+    out["kbps"] = sent * 8 / (frames / FPS) / 1e3
+    out["redrawn %"] = 100.0 * (1 - repeats / frames)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1500)
     parser.add_argument("--images", type=Path, default=None, help="write sample frames to this folder")
     parser.add_argument("--size", default="512x512", help="frame size WxH (LIVEAVATAR_VIDEO_SIZE)")
     parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the video avatar's clip")
+    parser.add_argument("--pipeline", action="store_true", help="also split a sent frame into its stages")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     size = tuple(int(side) for side in args.size.lower().split("x"))
@@ -144,6 +234,15 @@ def main() -> None:
                 f"{avatar_id:<14}{build:>9.2f}{file.stat().st_size / 1e6:>9.2f}{np.median(ms):>11.2f}"
                 f"{np.percentile(ms, 95):>9.2f}{np.percentile(ms, 99):>9.2f}{np.median(cms):>9.2f}"
             )
+            if args.pipeline:
+                for talking in (False, True):
+                    split = pipeline(pack, min(args.frames, 500), talking)
+                    print(
+                        f"  {'talking' if talking else 'idle':<8} CPU ms per frame: "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in split.items() if k not in ("kbps", "redrawn %"))
+                        + f" ({split['total'] / 40 * 100:.1f}% of a core at 25 fps; {split['kbps']:.0f} kbps;"
+                        f" {split['redrawn %']:.0f}% of frames drawn)"
+                    )
             if args.images is not None:
                 args.images.mkdir(parents=True, exist_ok=True)
                 for p in sample_images(pack, args.images):

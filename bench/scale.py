@@ -170,6 +170,7 @@ def format_level(level: Level) -> str:
         f"{level.sessions:>2} talking: worst {level.worst_fps:5.2f} fps, audio/s {min(level.audio_fps):5.1f}, "
         f"gaps>60 {level.audio_gaps}, max gap {level.audio_gap_max_ms:4.0f} ms, "
         f"longest silence {level.longest_silence_ms:4.0f} ms, server {level.cpu.server:5.1f}% "
+        f"({level.cpu.server / level.sessions:4.1f}% a session), load {level.load_average[0]:4.1f} "
         f"-> {'clean' if clean(level) else 'NOT clean'}"
     )
 

@@ -22,8 +22,10 @@ from liveavatar.render.face import FaceState
 from liveavatar.render.landmarks import EYES
 from liveavatar.render.loop import LoopRenderer, renderer_for
 from liveavatar.render.loop_geometry import STABLE
+from liveavatar.render.motion import Motion
 from liveavatar.render.pack import AvatarPack
 from liveavatar.render.renderer import Renderer
+from liveavatar.session.avatar import AvatarSource
 
 SECONDS = 3.0
 OPEN = np.array([0.8, 0.1, 0.0, 0.0, 0.0], np.float32)
@@ -183,6 +185,15 @@ def test_the_mouth_opens_when_speaking_and_stays_on_the_moving_face(built: tuple
     known_moves = np.array(centres_known) - centres_known[0]
     assert np.abs(known_moves).max() > 4.0
     assert np.abs(seen_moves - known_moves).max() < 4.0, (seen_moves, known_moves)
+
+
+def test_an_idle_session_keeps_playing_the_clip(built: tuple[Clip, AvatarPack]) -> None:
+    # a photo's idle frames may repeat while nothing moves; a clip's never do
+    _, pack = built
+    source = AvatarSource(renderer_for(pack), Motion(seed=1))
+    frames = [source.video_frame(k / VIDEO_FPS).copy() for k in range(6)]
+    assert not any(np.array_equal(a, b) for a, b in zip(frames, frames[1:], strict=False))
+    assert not source.video_repeated
 
 
 def test_a_photo_pack_keeps_the_photo_renderer(built: tuple[Clip, AvatarPack]) -> None:

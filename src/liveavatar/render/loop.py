@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 class FrameRenderer(Protocol):
     """What a session draws its avatar with: a photo pack's Renderer or a video pack's LoopRenderer."""
 
+    still_when_unchanged: bool
+    """True when the same FaceState draws the same picture (a photo); a clip moves on with every frame."""
+
     @property
     def size(self) -> tuple[int, int]:
         """Frame size (width, height)."""
@@ -132,6 +135,8 @@ class LoopRenderer:
     are not drawn; its mouth and smile are, by the photo Renderer on the rest frame, then carried onto each
     clip frame with that frame's head pose and feathered in.
     """
+
+    still_when_unchanged = False
 
     def __init__(self, pack: AvatarPack, background: Background | None = None) -> None:
         assert pack.loop is not None, "a LoopRenderer needs a pack built from a video"

@@ -71,6 +71,14 @@ class _Prepared:
         self.seam = (su[order], sv[order])
         self.face_centre = self.lm[[1, 10, 152]].mean(0)
         self.pivot = (pack.pivot[0], pack.pivot[1] - top)
+        # the still frame over a backdrop: opaque pixels are the photo, clear ones the backdrop, and only
+        # the matte's soft edge is blended (same float32 arithmetic as blending the whole frame)
+        self.opaque = np.where(pack.alpha == 255, np.uint8(255), np.uint8(0))
+        edge = np.flatnonzero((pack.alpha > 0) & (pack.alpha < 255))
+        ea = pack.alpha.reshape(-1)[edge][:, None].astype(np.float32) / 255.0
+        self.edge = edge
+        self.edge_photo = pack.image.reshape(-1, 3)[edge].astype(np.float32) * ea
+        self.edge_under = 1 - ea
 
 
 _PREPARED: weakref.WeakKeyDictionary[AvatarPack, _Prepared] = weakref.WeakKeyDictionary()
@@ -85,6 +93,8 @@ def _prepared(pack: AvatarPack) -> _Prepared:
 
 class Renderer:
     """Draws an avatar pack's FaceStates; only the head band is redrawn each frame, the rest is cached."""
+
+    still_when_unchanged = True
 
     # Over a solid colour the band is warped from a cached composite; over an image the person is
     # warped alone and composited, so the backdrop never moves with the head.
@@ -106,6 +116,7 @@ class Renderer:
         self._band = self._frame[top:bottom]
         self._bg_band = np.empty((bottom - top, w, 3), np.uint8)
         self._solid = True
+        self._last: tuple[float, ...] | None = None
         self.set_background(background)
 
     @property
@@ -117,20 +128,31 @@ class Renderer:
         """Draw over another background from the next frame on (None: the default colour)."""
         bg_obj = background or Background()
         bg = bg_obj.frame(self._w, self._h)
-        a = self.pack.alpha[..., None].astype(np.float32) / 255.0
-        static = self.pack.image.astype(np.float32) * a + bg.astype(np.float32) * (1 - a)
-        self._frame[:] = np.clip(static + 0.5, 0, 255).astype(np.uint8)
+        p = self._p
+        self._frame[:] = bg
+        cv2.copyTo(self.pack.image, p.opaque, self._frame)
+        flat = self._frame.reshape(-1, 3)
+        flat[p.edge] = np.clip(p.edge_photo + bg.reshape(-1, 3)[p.edge].astype(np.float32) * p.edge_under + 0.5, 0, 255)
         top, bottom = self.pack.band
         self._bg_band[:] = bg[top:bottom]
-        self._solid = not bg_obj.is_image
+        was_solid, self._solid = self._solid, not bg_obj.is_image
         self._body_dy = None
-        self._src = self._frame[top:bottom].copy() if self._solid else self._p.person
-        self._work = self._src.copy()
-        self._blinked = False
+        self._last = None
+        if self._solid or was_solid or self._src is not p.person:
+            # over an image the source is the person alone whatever the image: a new one (a video
+            # backdrop's next frame) keeps the source and any eyelids drawn into it
+            self._src = self._frame[top:bottom].copy() if self._solid else p.person
+            self._work = self._src.copy()
+            self._blinked = False
 
     def render(self, state: FaceState) -> U8:
         """The frame for one FaceState (H x W x 3 BGR); the same buffer is reused and overwritten each call."""
         mouth = np.clip(np.asarray(state.mouth, dtype=np.float64), 0.0, 1.0)
+        key = (*mouth.tolist(), state.blink, state.yaw, state.pitch, state.roll, state.dx, state.dy)
+        key += (state.brows, state.smile)
+        if key == self._last:
+            return self._frame  # the same state draws the same picture: it is still in the buffer
+        self._last = key
         jaw, wide, rnd, closed, tuck = (float(v) for v in mouth[:5])
         keep = 1.0 - closed  # closed lips override whatever else would part them
         weights = {

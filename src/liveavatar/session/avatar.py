@@ -11,9 +11,20 @@ from liveavatar.render.loop import FrameRenderer
 from liveavatar.render.motion import Motion
 from liveavatar.session.speaker import Speaker
 
+ANGLE_STEP = 0.08
+"""Degrees of yaw, pitch or roll the head may drift before a new frame is drawn (~0.2 px at the crown)."""
+SHIFT_STEP = 0.15
+"""Pixels of head offset (dx, dy) the head may drift before a new frame is drawn."""
+WEIGHT_STEP = 1e-3
+"""Change of a mouth, blink, brow or smile weight (0..1) that is drawn at once."""
+
 
 class AvatarSource:
     """What a session shows and plays: the outbound tracks pull frames; replies speak into `speaker`."""
+
+    # Idle motion moves the head by a few hundredths of a pixel per frame: a frame is redrawn only once
+    # the pose has moved a visible step from the one last drawn (about every second idle frame), and at
+    # once when the mouth, eyes, brows or backdrop change. Speech therefore keeps the full frame rate.
 
     def __init__(self, renderer: FrameRenderer, motion: Motion, lead: float = 0.03) -> None:
         self.renderer = renderer
@@ -22,18 +33,37 @@ class AvatarSource:
         self._video: Background | None = None
         self._video_start: float | None = None
         self._video_index = -1
+        self._drawn: FaceState | None = None
+        self._frame: npt.NDArray[np.uint8] | None = None
+        self._repeated = False
 
     @property
     def video_size(self) -> tuple[int, int]:
         """Width and height of the rendered frames."""
         return self.renderer.size
 
+    @property
+    def video_repeated(self) -> bool:
+        """True when the last video_frame() returned the same picture as the call before it."""
+        return self._repeated
+
     def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
         """The frame at session time `t`: mouth from the speech being played, idle motion on top."""
         if self._video is not None:
             self._advance_video(t)
         state = self.motion.apply(FaceState(mouth=self.speaker.mouth_at(t)), t)
-        return self.renderer.render(state)
+        if (
+            self.renderer.still_when_unchanged
+            and self._frame is not None
+            and self._drawn is not None
+            and _close(state, self._drawn)
+        ):
+            self._repeated = True
+            return self._frame
+        self._repeated = False
+        self._drawn = state
+        self._frame = self.renderer.render(state)
+        return self._frame
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
         """The next 20 ms of speech (or silence)."""
@@ -41,6 +71,7 @@ class AvatarSource:
 
     def set_background(self, background: Background | None) -> None:
         """Show another background from the next frame on; a video one loops from its start."""
+        self._drawn = None
         if background is not None and background.is_video:
             self._video, self._video_start, self._video_index = background, None, -1
             return
@@ -55,4 +86,20 @@ class AvatarSource:
         index = self._video.frame_index(t - self._video_start)
         if index != self._video_index:
             self._video_index = index
+            self._drawn = None
             self.renderer.set_background(self._video.still(index))
+
+
+def _close(a: FaceState, b: FaceState) -> bool:
+    """Whether two states draw the same picture to the eye (see ANGLE_STEP, SHIFT_STEP, WEIGHT_STEP)."""
+    return (
+        abs(a.yaw - b.yaw) < ANGLE_STEP
+        and abs(a.pitch - b.pitch) < ANGLE_STEP
+        and abs(a.roll - b.roll) < ANGLE_STEP
+        and abs(a.dx - b.dx) < SHIFT_STEP
+        and abs(a.dy - b.dy) < SHIFT_STEP
+        and abs(a.blink - b.blink) < WEIGHT_STEP
+        and abs(a.brows - b.brows) < WEIGHT_STEP
+        and abs(a.smile - b.smile) < WEIGHT_STEP
+        and float(np.max(np.abs(np.asarray(a.mouth) - np.asarray(b.mouth)))) < WEIGHT_STEP
+    )

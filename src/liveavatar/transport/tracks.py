@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fractions
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import av
 import cv2
@@ -43,6 +43,16 @@ class MediaSource(Protocol):
         ...
 
 
+@runtime_checkable
+class RepeatingSource(Protocol):
+    """A MediaSource that says when a frame repeats the one before it (the track then reuses its conversion)."""
+
+    @property
+    def video_repeated(self) -> bool:
+        """True when the last video_frame() returned the same picture as the call before it."""
+        ...
+
+
 class AvatarAudioTrack(MediaStreamTrack):
     """Server -> client audio: 48 kHz mono s16, one 20 ms frame per recv(), paced in real time."""
 
@@ -75,15 +85,24 @@ class AvatarVideoTrack(MediaStreamTrack):
         self._clock = clock
         self._index = 0
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._repeats = source if isinstance(source, RepeatingSource) else None
+        self._last: av.VideoFrame | None = None
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         t = self._index / VIDEO_FPS
         await self._clock.wait_until(t)
-        # OpenCV's I420 conversion is several times faster than PyAV's reformat.
-        yuv = np.asarray(cv2.cvtColor(self._source.video_frame(t), cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        bgr = self._source.video_frame(t)
+        frame = self._last
+        if frame is None or self._repeats is None or not self._repeats.video_repeated:
+            # OpenCV's I420 conversion is several times faster than PyAV's reformat.
+            yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+            frame = self._last = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        else:
+            # the sender encodes one frame before it asks for the next, so the same frame may go again;
+            # a keyframe request marked it, and a repeat must not inherit that
+            frame.pict_type = av.video.frame.PictureType.NONE
         frame.pts = self._index * VIDEO_TICKS
         frame.time_base = self._time_base
         self._index += 1

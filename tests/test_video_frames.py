@@ -1,0 +1,161 @@
+"""The outbound video path: which frames are drawn, repeated frames, and the tuned VP8 encoder."""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
+from aiortc.jitterbuffer import JitterFrame
+
+from liveavatar.media import AUDIO_RATE, VIDEO_FPS, VIDEO_TICKS
+from liveavatar.render.avatars import builtin_portraits
+from liveavatar.render.background import Background
+from liveavatar.render.builder import build_pack
+from liveavatar.render.face import FaceState
+from liveavatar.render.motion import Motion
+from liveavatar.render.pack import AvatarPack
+from liveavatar.render.renderer import Renderer
+from liveavatar.session.avatar import AvatarSource
+from liveavatar.speech.base import SpeechChunk
+from liveavatar.transport.tracks import AvatarVideoTrack
+from liveavatar.transport.vp8 import MAX_BITRATE, MIN_BITRATE, TalkingHeadVp8Encoder, use_encoder
+
+Frame = npt.NDArray[np.uint8]
+
+
+@pytest.fixture(scope="module")
+def pack() -> AvatarPack:
+    name, gender, path = builtin_portraits()["astronaut"]
+    return build_pack(cv2.imread(str(path)), avatar_id="astronaut", name=name, gender=gender)
+
+
+class LateClock:
+    """A session clock that is always behind: every frame is due at once (frames without real time)."""
+
+    def now(self) -> float:
+        return 0.0
+
+    def start(self) -> float:
+        return 0.0
+
+    async def wait_until(self, t: float) -> None:
+        return None
+
+
+def frames(source: AvatarSource, start: int, count: int) -> list[tuple[Frame, bool]]:
+    """Frames `start`.. at 25 fps, each copied, with whether the source said it repeats the one before."""
+    out = []
+    for i in range(start, start + count):
+        frame = source.video_frame(i / VIDEO_FPS).copy()
+        out.append((frame, source.video_repeated))
+    return out
+
+
+def mean_diff(a: Frame, b: Frame) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_idle_frames_are_drawn_when_the_pose_has_moved(pack: AvatarPack) -> None:
+    source = AvatarSource(Renderer(pack), Motion(seed=1))
+    shown = frames(source, 0, 250)
+    repeated = [r for _, r in shown]
+    assert not repeated[0]
+    assert 0.2 < sum(repeated) / len(repeated) < 0.8  # idle sway: about every second frame is drawn
+    for (before, _), (frame, again) in zip(shown, shown[1:], strict=False):
+        if again:
+            assert np.array_equal(frame, before)
+    # a repeated frame is what drawing its own state would give, to the eye
+    exact = Renderer(pack)
+    check = Motion(seed=1)
+    for i, (frame, again) in enumerate(shown):
+        if again:
+            truth = exact.render(check.apply(FaceState(), i / VIDEO_FPS))
+            assert mean_diff(frame, truth) < 0.5
+
+
+def test_blinks_and_speech_are_drawn_every_frame(pack: AvatarPack) -> None:
+    motion = Motion(seed=2)
+    source = AvatarSource(Renderer(pack), motion)
+    start, length = next((s, n) for s, n in motion.blinks(20.0) if s > 1.0)
+    first = int(np.ceil(start * VIDEO_FPS))
+    frames(source, 0, first)
+    blink = frames(source, first, int(length * VIDEO_FPS) - 1)
+    assert blink and not any(r for _, r in blink)
+
+    # two seconds of loud speech without phoneme timings: the mouth follows the audio
+    t = np.arange(2 * AUDIO_RATE) / AUDIO_RATE
+    voice = (9000 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.int16)
+    begin, end = source.speaker.speak(SpeechChunk("ah", voice, AUDIO_RATE), voice)
+    talk = frames(source, int(begin * VIDEO_FPS) + 5, int((end - begin) * VIDEO_FPS) - 10)
+    assert sum(r for _, r in talk) <= 1  # the mouth moves every frame while it speaks
+
+
+def test_a_new_background_is_drawn_at_once(pack: AvatarPack) -> None:
+    source = AvatarSource(Renderer(pack), Motion(seed=3))
+    frames(source, 0, 10)
+    source.set_background(Background.solid("#00ff00"))
+    (frame, again), *_ = frames(source, 10, 1)
+    assert not again
+    assert tuple(int(v) for v in frame[2, 2]) == (0, 255, 0)
+
+
+async def test_the_track_reuses_a_repeated_frame_with_new_timestamps(pack: AvatarPack) -> None:
+    source = AvatarSource(Renderer(pack), Motion(seed=1))
+    track = AvatarVideoTrack(source, LateClock())
+    sent = []
+    for _ in range(50):
+        frame = await track.recv()
+        assert frame.pict_type != av.video.frame.PictureType.I  # a repeat never inherits a keyframe mark
+        sent.append((frame.pts, source.video_repeated, id(frame)))
+        frame.pict_type = av.video.frame.PictureType.I  # as the sender marks a frame on a keyframe request
+    assert [pts for pts, _, _ in sent] == [i * VIDEO_TICKS for i in range(50)]
+    repeats = [(prev, cur) for prev, cur in zip(sent, sent[1:], strict=False) if cur[1]]
+    assert repeats and all(prev[2] == cur[2] for prev, cur in repeats)  # converted once, sent again
+    track.stop()
+
+
+def decode(encoder: TalkingHeadVp8Encoder, decoder: Vp8Decoder, frame: av.VideoFrame, key: bool) -> tuple[Frame, bool]:
+    payloads, timestamp = encoder.encode(frame, key)
+    data = b"".join(vp8_depayload(p) for p in payloads)
+    (out,) = decoder.decode(JitterFrame(data=data, timestamp=timestamp))
+    assert isinstance(out, av.VideoFrame)
+    return np.asarray(out.to_ndarray(), np.uint8), not data[0] & 1  # VP8: bit 0 clear = keyframe
+
+
+def test_the_encoder_streams_a_talking_head_cleanly(pack: AvatarPack) -> None:
+    source = AvatarSource(Renderer(pack), Motion(seed=4))
+    encoder, decoder = TalkingHeadVp8Encoder(), Vp8Decoder()
+    keys, quality = [], []
+    for i in range(60):
+        yuv = np.asarray(cv2.cvtColor(source.video_frame(i / VIDEO_FPS), cv2.COLOR_BGR2YUV_I420), np.uint8)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts, frame.time_base = i * VIDEO_TICKS, fractions.Fraction(1, 90_000)
+        out, key = decode(encoder, decoder, frame, key=i == 30)
+        keys.append(key)
+        quality.append(cv2.PSNR(out, yuv))  # I420 in and out, in dB
+    assert keys[0] and keys[30] and not any(keys[1:30]) and not any(keys[31:])
+    assert min(quality) > 30.0 and float(np.mean(quality[-10:])) > 42.0  # settles to a clean picture
+
+
+def test_the_encoder_bitrate_stays_in_its_range() -> None:
+    encoder = TalkingHeadVp8Encoder()
+    encoder.target_bitrate = 5_000_000
+    assert encoder.target_bitrate == MAX_BITRATE
+    encoder.target_bitrate = 10_000
+    assert encoder.target_bitrate == MIN_BITRATE
+
+
+async def test_a_sender_takes_the_tuned_encoder(pack: AvatarPack) -> None:
+    pc = RTCPeerConnection()
+    try:
+        source = AvatarSource(Renderer(pack), Motion(seed=0))
+        sender = pc.addTrack(AvatarVideoTrack(source, LateClock()))
+        assert use_encoder(sender, TalkingHeadVp8Encoder())  # aiortc still has the slot it fills
+    finally:
+        await pc.close()
