@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import httpx
 
 from common import (
     BENCH_DIR,
@@ -62,6 +65,15 @@ INTERRUPTIONS = (
 STORY = " ".join(PARAGRAPHS[:2])
 """What the avatar is telling when it is interrupted (~45 s of speech; it never gets near the end)."""
 MODES = {1: "retelling", 2: "dialogue"}
+STAGES = (
+    "voice_end_to_turn_end",
+    "turn_end_lag",
+    "speech_end_to_transcript",
+    "reply_to_first_sound",
+    "tts_first_chunk",
+)
+"""The server's turn stages (its /metrics histograms), in the order of a voice turn."""
+_STAGE_LINE = re.compile(r'^liveavatar_turn_stage_seconds_(sum|count)\{stage="([a-z_]+)"\} (\S+)$', re.MULTILINE)
 
 
 # --- options -------------------------------------------------------------------------------------
@@ -124,10 +136,23 @@ class Phase:
     client: ClientProcess
     cores: int
     start: CpuSnapshot | None = None
+    stages: dict[tuple[str, str], float] | None = None
 
-    def begin(self) -> None:
+    async def begin(self) -> None:
         """Start counting."""
         self.start = CpuSnapshot.take(self.server.pid, [self.client.pid])
+        self.stages = await stage_totals(self.server)
+
+    async def stage_means(self) -> dict[str, float | None]:
+        """Mean of each server turn stage since `begin`, in ms (None: not observed)."""
+        assert self.stages is not None
+        now = await stage_totals(self.server)
+        means: dict[str, float | None] = {}
+        for stage in STAGES:
+            count = now.get(("count", stage), 0.0) - self.stages.get(("count", stage), 0.0)
+            total = now.get(("sum", stage), 0.0) - self.stages.get(("sum", stage), 0.0)
+            means[stage] = 1000 * total / count if count else None
+        return means
 
     def end(self) -> Reply:
         """CPU since `begin`: server and client in % of a core, others in cores; the load average now."""
@@ -141,23 +166,29 @@ class Phase:
         }
 
 
+async def stage_totals(server: ServerProcess) -> dict[tuple[str, str], float]:
+    """The server's turn-stage histogram sums and counts from /metrics, by ("sum" | "count", stage)."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        response = await http.get(f"{server.url}/metrics")
+        response.raise_for_status()
+    return {(kind, stage): float(value) for kind, stage, value in _STAGE_LINE.findall(response.text)}
+
+
 def column(rows: list[Reply], key: str) -> list[float]:
     """The values of `key` that are there."""
     return [float(row[key]) for row in rows if row.get(key) is not None]
 
 
 async def measure_voice(phase: Phase, mode: int, texts: list[str], options: Options) -> Reply:
-    """Voice to voice in `mode`: speech end in the mic stream -> first sound, transcript, audio_start, bot text."""
-    phase.begin()
-    reply = await phase.client.request(
-        "converse",
-        timeout=900.0,
-        mode=mode,
-        utterances=texts,
-        warmup=WARMUP,
-        listen=options.listen,
-        silence_ms=options.silence_ms,
-    )
+    """Voice to voice in `mode`: speech end in the mic stream -> first sound, transcript, audio_start, bot text.
+
+    A first session hears the warm-up utterance (its reply loads the mode's models: the cold figure); the
+    utterances are timed in a second one, so the server's stage means count warm turns only.
+    """
+    params = {"mode": mode, "listen": options.listen, "silence_ms": options.silence_ms}
+    warm = await phase.client.request("converse", timeout=900.0, utterances=[], warmup=WARMUP, **params)
+    await phase.begin()
+    reply = await phase.client.request("converse", timeout=900.0, utterances=texts, warmup=None, **params)
     turns: list[Reply] = reply["turns"]
     return {
         "mode": mode,
@@ -169,7 +200,8 @@ async def measure_voice(phase: Phase, mode: int, texts: list[str], options: Opti
             [t["end_to_sound_ms"] - t["end_to_transcript_ms"] for t in turns if t["end_to_transcript_ms"] is not None]
         ),
         "mic_lag_ms": spread(column(turns, "mic_lag_ms")),
-        "cold": reply["cold"],
+        "server_stage_mean_ms": await phase.stage_means(),
+        "cold": warm["cold"],
         **phase.end(),
         "raw": turns,
     }
@@ -177,7 +209,7 @@ async def measure_voice(phase: Phase, mode: int, texts: list[str], options: Opti
 
 async def measure_barge_in(phase: Phase, texts: list[str], options: Options) -> Reply:
     """Barge-in: server onset -> silent_from, and client onset sent -> received audio silent."""
-    phase.begin()
+    await phase.begin()
     reply = await phase.client.request(
         "barge_in", timeout=900.0, story=STORY, utterances=texts, delay=options.delay, silence_ms=options.silence_ms
     )
@@ -216,12 +248,15 @@ def voice_lines(name: str, result: Reply) -> list[str]:
         result["end_to_bot_text_ms"],
         result["transcript_to_sound_ms"],
     )
+    stages: dict[str, float | None] = result.get("server_stage_mean_ms", {})
     return [
         f"{name:<10} end -> 1st sound median {ms(sound['median'])}, p95 {ms(sound['p95'])} (n={sound['n']}); cold "
         f"(first utterance) {ms(result['cold']['end_to_sound_ms'])}",
         f"  split            -> user transcript at the client median {ms(heard['median'])} (p95 {ms(heard['p95'])}); "
         f"-> 1st bot text {ms(text['median'])}; -> audio_start {ms(start['median'])}; transcript -> 1st sound "
         f"{ms(after['median'])}",
+        "  server (means)   "
+        + "; ".join(f"{stage} {ms(value if value is not None else float('nan'))}" for stage, value in stages.items()),
         f"  CPU              server {result['server_cpu_pct']:.0f}% of a core, client {result['client_cpu_pct']:.0f}%, "
         f"other work {result['others_cores']:.2f} cores; load average {loads(result['load_average'])}",
     ]

@@ -5,8 +5,8 @@ on stdin and answers each with one JSON line on stdout; it exits on `{"op": "qui
 
     {"op": "prepare", "texts": [...]}
         -> {"load_s": ..., "speech": [{"text", "seconds", "lead_ms", "voiced_ms", "trail_ms"}, ...]}
-    {"op": "converse", "mode": 1, "utterances": [...], "warmup": "...", "listen": 1.0, "silence_ms": null}
-        -> {"cold": {...}, "turns": [{"end_to_sound_ms", "end_to_transcript_ms", ...}, ...]}
+    {"op": "converse", "mode": 1, "utterances": [...], "warmup": "..." | null, "listen": 1.0, "silence_ms": null}
+        -> {"cold": {...} | null, "turns": [{"end_to_sound_ms", "end_to_transcript_ms", ...}, ...]}
     {"op": "barge_in", "story": "...", "utterances": [...], "delay": 1.0, "silence_ms": null}
         -> {"trials": [{"client_ms", "server_ms", ...}, ...]}
 
@@ -185,12 +185,12 @@ class VoiceWorker:
     # --- voice to voice ----------------------------------------------------------------------------
 
     async def converse(
-        self, mode: int, utterances: list[str], warmup: str, listen: float, silence: int | None
+        self, mode: int, utterances: list[str], warmup: str | None, listen: float, silence: int | None
     ) -> Reply:
         """One session in `mode`: speak each utterance, time its end in the mic stream -> the avatar's sound."""
         listener, mic = await self.join(mode, silence)
         try:
-            cold = await self._turn(listener, mic, self.speech[warmup], listen)
+            cold = await self._turn(listener, mic, self.speech[warmup], listen) if warmup is not None else None
             turns = [await self._turn(listener, mic, self.speech[text], listen) for text in utterances]
         finally:
             await self.leave(listener)
@@ -324,7 +324,7 @@ class VoiceWorker:
             return await self.converse(
                 int(request["mode"]),
                 list(request["utterances"]),
-                str(request["warmup"]),
+                str(request["warmup"]) if request.get("warmup") is not None else None,
                 float(request["listen"]),
                 silence_ms,
             )

@@ -7,6 +7,7 @@ sample counts on the audio itself: no wall clock is asserted (speed figures: ben
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from scipy.signal import resample_poly
 from conftest import same_words
 from liveavatar.errors import ParamError
 from liveavatar.speech.espeak import espeak_library
+from liveavatar.speech.partials import PAUSE_S, PartialTranscriber, PassGate, agreed_prefix
 from liveavatar.speech.piper import PiperEngine
 from liveavatar.speech.resample import Resampler
 from liveavatar.speech.stt import (
@@ -290,6 +292,132 @@ async def test_a_turn_open_when_the_stream_ends_is_closed_by_flush() -> None:
     [stopped] = await detector.flush()
     assert isinstance(stopped, SpeechStopped) and stopped.t == pytest.approx(0.96)
     assert not detector.speaking and await detector.flush() == []
+
+
+# --- partial transcription ---------------------------------------------------------------------------------
+
+WORDS = tuple(f"w{i}" for i in range(1, 40))
+
+
+class FakeSTT:
+    """STT at the model boundary: three words per second of audio it is given; records each pass."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+        """(seconds of audio, forced prefix) of each pass, in the order they began."""
+        self.hold: asyncio.Event | None = None
+        """While set to an unset Event, passes wait for it (a pass still running)."""
+        self.fail = False
+
+    async def __call__(self, audio: Float, prefix: str) -> Transcript:
+        self.calls.append((len(audio) / 16000, prefix))
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail:
+            raise RuntimeError("no model")
+        text = " ".join(WORDS[: round(3 * len(audio) / 16000)])
+        assert text.startswith(prefix), "a pass's text starts with its forced prefix"
+        return Transcript(text, "en")
+
+
+async def listen_along(
+    detector: TurnDetector, partials: PartialTranscriber, audio: Float, t: float = 0.0, chunk: int = 320
+) -> tuple[list[TurnEvent], list[Transcript]]:
+    """Feed audio from session time `t` as the listener does: passes follow each feed, a stop asks for the final."""
+    events: list[TurnEvent] = []
+    finals: list[Transcript] = []
+    for start in range(0, len(audio), chunk):
+        new = await detector.feed(audio[start : start + chunk], t + start / 16000)
+        for event in new:
+            if isinstance(event, SpeechStopped):
+                finals.append(await partials.final(event.audio, event.audio_start, event.speech_end))
+        events += new
+        partials.follow(detector)
+        await asyncio.sleep(0)  # the listener waits for the next mic frame: passes run meanwhile
+    return events, finals
+
+
+def test_agreed_prefix_keeps_the_words_two_passes_share() -> None:
+    cook = "What should I cook for"
+    assert agreed_prefix(f"{cook}?", f"{cook} dinner tonight?") == cook
+    assert agreed_prefix("Why is this guy?", "Why is the sky blue?") == "Why is"
+    assert agreed_prefix("Sorry to interrupt, what", "Sorry to interrupt. What time") == "Sorry to interrupt. What"
+    assert agreed_prefix("", "Hello there") == "" and agreed_prefix("Hello", "Goodbye") == ""
+
+
+async def test_the_pass_made_in_the_final_pause_is_the_turns_transcript() -> None:
+    stt = FakeSTT()
+    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt)
+    events, finals = await listen_along(detector, partials, scripted((0.0, 0.32), (0.9, 0.96), (0.0, 1.0)))
+    assert kinds(events) == ["SpeechStarted", "SpeechStopped"]
+    stopped = events[1]
+    assert isinstance(stopped, SpeechStopped) and stopped.speech_end == pytest.approx(1.28)
+    # One pass, started 128 ms into the pause (the first 32 ms frame past PAUSE_S), long before the
+    # 500 ms silence ended the turn; no voice came after it, so it is the transcript: no pass after the end.
+    assert stt.calls == [(pytest.approx(1.28 + 0.128 - 0.02), "")]
+    assert stopped.t == pytest.approx(1.28 + 0.512) and PAUSE_S < 0.128 < 0.5
+    assert finals == [Transcript(" ".join(WORDS[:4]), "en")]
+    assert partials.reused == 1 and partials.passes == 1
+
+
+async def test_speech_after_a_pause_pass_is_transcribed_again_with_the_agreed_words_forced() -> None:
+    stt = FakeSTT()
+    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, every_s=60.0)
+    audio = scripted((0.0, 0.32), (0.9, 0.96), (0.0, 0.32), (0.9, 0.64), (0.0, 0.32), (0.9, 0.64), (0.0, 1.0))
+    events, finals = await listen_along(detector, partials, audio)
+    assert kinds(events) == ["SpeechStarted", "SpeechStopped"], "the 320 ms pauses are shorter than the silence"
+    # A pass in each pause; the third is forced to start with the words the first two agreed on.
+    assert [prefix for _, prefix in stt.calls] == ["", "", " ".join(WORDS[:4])]
+    assert [seconds for seconds, _ in stt.calls] == pytest.approx([1.388, 2.348, 3.308])
+    assert finals == [Transcript(" ".join(WORDS[:10]), "en")] and partials.reused == 1
+    assert partials.committed == "", "the next utterance starts afresh"
+
+
+async def test_long_speech_gets_passes_while_it_goes_on_and_only_one_at_a_time() -> None:
+    stt = FakeSTT()
+    stt.hold = asyncio.Event()
+    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, every_s=1.0)
+    audio = scripted((0.0, 0.32), (0.9, 3.2))
+    events, _ = await listen_along(detector, partials, audio)
+    assert kinds(events) == ["SpeechStarted"]
+    assert stt.calls == [(pytest.approx(0.32 + 1.024 - 0.02), "")], "one pass after 1 s of voice, still running"
+    stt.hold.set()
+    await asyncio.sleep(0)
+    more, finals = await listen_along(detector, partials, scripted((0.9, 1.28), (0.0, 1.0)), t=3.52)
+    assert kinds(more) == ["SpeechStopped"] and len(finals) == 1
+    seconds = [s for s, _ in stt.calls]
+    # The next pass starts at the first feed after the first ended (it came 1 s after its cut), then every
+    # second of new audio; the pause pass covers the rest and is reused.
+    assert seconds[1] == pytest.approx(3.52 - 0.02, abs=0.02) and len(seconds) == 4
+    assert seconds[2] == pytest.approx(seconds[1] + 1.024, abs=0.02)
+    assert seconds[3] == pytest.approx(3.52 + 1.28 + 0.128 - 0.02, abs=0.02)
+    assert [p for _, p in stt.calls] == ["", "", " ".join(WORDS[:4]), " ".join(WORDS[:10])]
+    assert partials.reused == 1
+
+
+async def test_passes_during_speech_wait_for_a_free_stt_but_pause_passes_do_not() -> None:
+    stt = FakeSTT()
+    busy = PassGate(running=1)  # another session's pass is running on the shared STT
+    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, busy)
+    _, finals = await listen_along(detector, partials, scripted((0.0, 0.32), (0.9, 2.56), (0.0, 1.0)))
+    assert [s for s, _ in stt.calls] == [pytest.approx(0.32 + 2.56 + 0.128 - 0.02)], "only the pause pass"
+    assert partials.reused == 1 and len(finals) == 1
+
+
+async def test_a_turn_ending_before_its_pass_or_after_a_failed_one_is_transcribed_at_the_end() -> None:
+    stt = FakeSTT()
+    stt.fail = True
+    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt)
+    with pytest.raises(RuntimeError):
+        await listen_along(detector, partials, scripted((0.0, 0.32), (0.9, 0.96), (0.0, 1.0)))
+    assert len(stt.calls) == 2 and partials.reused == 0, "the failed pause pass, then the final one (failing too)"
+
+    stt = FakeSTT()
+    quick = TurnDetector(ScriptedVAD(), TurnSettings(silence_duration_ms=64))
+    partials = PartialTranscriber(stt)
+    _, finals = await listen_along(quick, partials, scripted((0.0, 0.32), (0.9, 0.96), (0.0, 1.0)))
+    assert stt.calls == [(pytest.approx(1.28 + 0.064 - 0.02), "")], "silence shorter than PAUSE_S: one pass at the end"
+    assert len(finals) == 1 and partials.reused == 0
 
 
 # --- semantic_vad -----------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ class Metrics:
         self.turn_stage_seconds = Histogram(
             "liveavatar_turn_stage_seconds",
             "Turn stages timed in the session hosts: reply_to_first_sound (chat or transcript -> audio_start), "
-            "tts_first_chunk, speech_end_to_transcript.",
+            "tts_first_chunk; listening: voice_end_to_turn_end (the VAD's voice end -> end of turn, audio time), "
+            "turn_end_lag (the listener behind the audio), speech_end_to_transcript (end of turn -> transcript).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -58,8 +58,12 @@ class Transcript:
 class STT(Protocol):
     """A speech-to-text backend; one instance per process, shared by all sessions."""
 
-    async def transcribe(self, audio_16k: FloatAudio, language: str | None = None) -> Transcript:
-        """Transcribe 16 kHz mono float audio; `language` as in `stt_language` (None: English)."""
+    async def transcribe(self, audio_16k: FloatAudio, language: str | None = None, *, prefix: str = "") -> Transcript:
+        """Transcribe 16 kHz mono float audio; `language` as in `stt_language` (None: English).
+
+        `prefix`: words known to begin the transcript (from earlier passes on the same audio's start); the
+        model takes them as said and only decodes what follows.
+        """
         ...
 
     def load(self) -> None:
@@ -200,14 +204,14 @@ class WhisperSTT:
             self._multilingual_path = path
         return load_whisper(path, self._cpu_threads)
 
-    async def transcribe(self, audio_16k: FloatAudio, language: str | None = None) -> Transcript:
+    async def transcribe(self, audio_16k: FloatAudio, language: str | None = None, *, prefix: str = "") -> Transcript:
         """Transcribe 16 kHz mono float audio in a worker thread; `language` as `stt_language` (None: English)."""
         code = normalize_stt_language(language)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe_blocking, audio_16k, code)
+        return await loop.run_in_executor(self._executor, self.transcribe_blocking, audio_16k, code, prefix)
 
-    def transcribe_blocking(self, audio_16k: FloatAudio, language: str | None) -> Transcript:
-        """Transcribe in the calling thread (`language` already normalised)."""
+    def transcribe_blocking(self, audio_16k: FloatAudio, language: str | None, prefix: str = "") -> Transcript:
+        """Transcribe in the calling thread (`language` already normalised; `prefix` forced, see STT)."""
         audio = np.ascontiguousarray(audio_16k, dtype=np.float32).reshape(-1)
         duration = len(audio) / SAMPLE_RATE
         english = _is_english(language)
@@ -224,6 +228,7 @@ class WhisperSTT:
                     temperature=0.0,
                     vad_filter=False,  # the turn detector has cut the audio already
                     condition_on_previous_text=False,
+                    prefix=prefix.strip() or None,
                 )
                 found = tuple(TranscriptSegment(float(s.start), float(s.end), str(s.text).strip()) for s in segments)
             except Exception as exc:  # CTranslate2 and tokenizer errors have no common base class

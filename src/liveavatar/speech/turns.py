@@ -130,6 +130,30 @@ class TurnDetector:
         """True between SpeechStarted and SpeechStopped."""
         return self._started
 
+    @property
+    def audio_start(self) -> float:
+        """Session time of the current utterance's first audio sample (prefix padding included)."""
+        return self._audio_start
+
+    @property
+    def voice_start(self) -> float:
+        """Session time the current utterance's voice began."""
+        return self._onset
+
+    @property
+    def voice_end(self) -> float:
+        """Session time of the end of the current utterance's last voiced frame so far."""
+        return self._last_voiced_end
+
+    @property
+    def heard_until(self) -> float:
+        """Session time of the end of the audio judged so far (a partial frame waits for the next feed)."""
+        return self._pending_t
+
+    def audio_so_far(self) -> FloatAudio:
+        """The current utterance's audio from `audio_start` to `heard_until` (a copy; empty outside one)."""
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+
     def update(self, settings: TurnSettings) -> None:
         """Use new settings from the next utterance on (at once when nobody is speaking)."""
         if self._in_utterance:
