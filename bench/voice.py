@@ -1,6 +1,6 @@
 """Voice benchmark: end of the user's speech -> the avatar's first sound, and barge-in latency.
 
-    .venv/bin/python bench/voice.py [--utterances N] [--barge-ins N]
+    .venv/bin/python bench/voice.py [--utterances N] [--barge-ins N] [--modes retelling,dialogue]
 
 Starts its own `liveavatar serve` on loopback (temporary data dir) and talks to it from a client process
 (bench/voice_client.py) whose microphone carries speech made with the packaged Piper voice, sent in real
@@ -85,6 +85,7 @@ class Options:
 
     utterances: int
     barge_ins: int
+    modes: tuple[str, ...]
     listen: float
     delay: float
     silence_ms: int | None
@@ -95,7 +96,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     """Options from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utterances", type=int, default=len(UTTERANCES), help="utterances timed per mode [6]")
-    parser.add_argument("--barge-ins", type=int, default=len(INTERRUPTIONS), help="barge-ins timed [6]")
+    parser.add_argument("--barge-ins", type=int, default=len(INTERRUPTIONS), help="barge-ins timed (0: none) [6]")
+    parser.add_argument(
+        "--modes", default=",".join(MODES.values()), help="voice-to-voice modes timed [retelling,dialogue]"
+    )
     parser.add_argument(
         "--listen", type=float, default=1.0, help="seconds of each reply heard before interrupting it [1]"
     )
@@ -112,7 +116,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     return Options(
         utterances=max(1, args.utterances),
-        barge_ins=max(1, args.barge_ins),
+        barge_ins=max(0, args.barge_ins),
+        modes=tuple(name for name in MODES.values() if name in args.modes.split(",")),
         listen=max(0.0, args.listen),
         delay=max(0.0, args.delay),
         silence_ms=args.silence_ms,
@@ -265,7 +270,6 @@ def voice_lines(name: str, result: Reply) -> list[str]:
 def format_summary(results: Reply) -> str:
     """The final block: every figure on a few lines."""
     machine, barge = results["machine"], results["barge_in"]
-    server, client, event = barge["server_ms"], barge["client_ms"], barge["onset_to_audio_end_event_ms"]
     silence = results["options"]["silence_ms"] or DEFAULT_SILENCE_MS
     lines = [
         "=" * 110,
@@ -275,8 +279,18 @@ def format_summary(results: Reply) -> str:
         f"start {loads(results['load_average_start'])}, end {loads(machine['load_average'])}",
         "voice -> voice     from the last voiced sample of the user's speech going out in the microphone stream to "
         "the first decoded avatar audio frame with sound",
-        *voice_lines("retelling", results["retelling"]),
-        *voice_lines("dialogue", results["dialogue"]),
+        *(line for name in MODES.values() if name in results for line in voice_lines(name, results[name])),
+        *(barge_lines(barge) if barge is not None else []),
+        f"wall time          {results['wall_seconds']:.0f} s",
+        "=" * 110,
+    ]
+    return "\n".join(lines)
+
+
+def barge_lines(barge: Reply) -> list[str]:
+    """Summary lines of the barge-in phase."""
+    server, client, event = barge["server_ms"], barge["client_ms"], barge["onset_to_audio_end_event_ms"]
+    return [
         f"barge-in           server (transcript: silent_from - onset) median {ms(server['median'])}, p95 "
         f"{ms(server['p95'])} (n={server['n']}; the onset counts after {MIN_SPEECH_MS} ms of voice)",
         f"                   client (speech onset sent -> avatar audio received goes silent) median "
@@ -285,10 +299,7 @@ def format_summary(results: Reply) -> str:
         f"                   {barge['barged']} of {barge['trials']} utterances barged in; {barge['already_silent']} "
         f"fell in a pause of the avatar; server {barge['server_cpu_pct']:.0f}% of a core, other work "
         f"{barge['others_cores']:.2f} cores; load average {loads(barge['load_average'])}",
-        f"wall time          {results['wall_seconds']:.0f} s",
-        "=" * 110,
     ]
-    return "\n".join(lines)
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -316,7 +327,10 @@ async def run(options: Options) -> Reply:
             speech = await client.request("prepare", texts=[WARMUP, *utterances, *interruptions])
             phase = Phase(server, client, cores)
             results: dict[str, Reply] = {}
+            barge: Reply | None = None
             for mode, name in MODES.items():
+                if name not in options.modes:
+                    continue
                 print(f"voice -> voice, {name} mode, {len(utterances)} utterances ...", flush=True)
                 results[name] = await measure_voice(phase, mode, utterances, options)
                 sound = results[name]["end_to_sound_ms"]
@@ -324,13 +338,14 @@ async def run(options: Options) -> Reply:
                     f"  median {sound['median']:.0f} ms, p95 {sound['p95']:.0f} ms (load {os.getloadavg()[0]:.2f})",
                     flush=True,
                 )
-            print(f"barge-in, {len(interruptions)} interruptions ...", flush=True)
-            barge = await measure_barge_in(phase, interruptions, options)
-            print(
-                f"  server median {barge['server_ms']['median']:.0f} ms, client median "
-                f"{barge['client_ms']['median']:.0f} ms (load {os.getloadavg()[0]:.2f})",
-                flush=True,
-            )
+            if interruptions:
+                print(f"barge-in, {len(interruptions)} interruptions ...", flush=True)
+                barge = await measure_barge_in(phase, interruptions, options)
+                print(
+                    f"  server median {barge['server_ms']['median']:.0f} ms, client median "
+                    f"{barge['client_ms']['median']:.0f} ms (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
         finally:
             await pool.aclose()
             await server.aclose()

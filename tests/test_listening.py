@@ -21,7 +21,7 @@ from scipy.signal import resample_poly
 from conftest import same_words
 from liveavatar.errors import ParamError
 from liveavatar.speech.espeak import espeak_library
-from liveavatar.speech.partials import PAUSE_S, PartialTranscriber, PassGate, agreed_prefix
+from liveavatar.speech.partials import LONG_SPEECH_S, PAUSE_S, PartialTranscriber, PassGate, agreed_prefix
 from liveavatar.speech.piper import PiperEngine
 from liveavatar.speech.resample import Resampler
 from liveavatar.speech.stt import (
@@ -376,7 +376,8 @@ async def test_speech_after_a_pause_pass_is_transcribed_again_with_the_agreed_wo
 async def test_long_speech_gets_passes_while_it_goes_on_and_only_one_at_a_time() -> None:
     stt = FakeSTT()
     stt.hold = asyncio.Event()
-    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, every_s=1.0)
+    detector = TurnDetector(ScriptedVAD(), TurnSettings())
+    partials = PartialTranscriber(stt, every_s=1.0, long_s=1.0)
     audio = scripted((0.0, 0.32), (0.9, 3.2))
     events, _ = await listen_along(detector, partials, audio)
     assert kinds(events) == ["SpeechStarted"]
@@ -398,10 +399,22 @@ async def test_long_speech_gets_passes_while_it_goes_on_and_only_one_at_a_time()
 async def test_passes_during_speech_wait_for_a_free_stt_but_pause_passes_do_not() -> None:
     stt = FakeSTT()
     busy = PassGate(running=1)  # another session's pass is running on the shared STT
-    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, busy)
+    detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, busy, long_s=1.0)
     _, finals = await listen_along(detector, partials, scripted((0.0, 0.32), (0.9, 2.56), (0.0, 1.0)))
     assert [s for s, _ in stt.calls] == [pytest.approx(0.32 + 2.56 + 0.128 - 0.02)], "only the pause pass"
     assert partials.reused == 1 and len(finals) == 1
+
+    # A slow STT (0.8 s a pass lately) spaces the passes during speech to keep it busy half the time at most:
+    # the first after long_s (at the 32nd frame's end), the next 0.7 * 0.8 s / 0.5 later (the fake's instant
+    # pass lowered the average), at the end of the frame reaching 1.024 + 1.12 s. Shorter speech gets none.
+    for long_s, starts in ((1.0, [32 * FRAME_SECONDS, 68 * FRAME_SECONDS]), (LONG_SPEECH_S, [])):
+        stt = FakeSTT()
+        slow = PassGate(pass_s=0.8)
+        detector, partials = TurnDetector(ScriptedVAD(), TurnSettings()), PartialTranscriber(stt, slow, long_s=long_s)
+        await listen_along(detector, partials, scripted((0.0, 0.32), (0.9, 2.88), (0.0, 1.0)))
+        during = [seconds + 0.02 - 0.32 for seconds, _ in stt.calls[:-1]]  # from the voice's start
+        assert during == pytest.approx(starts, abs=1e-6), long_s
+        assert slow.pass_s < 0.8, "fast fake passes bring the average down"
 
 
 async def test_a_turn_ending_before_its_pass_or_after_a_failed_one_is_transcribed_at_the_end() -> None:

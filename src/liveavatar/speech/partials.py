@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -26,7 +27,14 @@ Transcribe = Callable[[FloatAudio, str], Awaitable[Transcript]]
 PAUSE_S: Final = 0.1
 """Voice paused this long: transcribe the utterance so far (it is the whole turn if no voice follows)."""
 PARTIAL_EVERY_S: Final = 1.0
-"""While the voice goes on: a pass on the utterance so far after this much more audio."""
+"""While the voice goes on: a pass on the utterance so far after this much more audio (at the least)."""
+LONG_SPEECH_S: Final = 3.0
+"""Passes while the voice goes on start once it has gone on this long.
+
+A pass cannot be stopped, so one running when the voice stops delays the pass of the final pause; it pays
+off only where the words it fixes save real decoding time at the end, i.e. in long turns."""
+DUTY: Final = 0.5
+"""Passes while the voice goes on keep the STT busy at most this share of the time (by recent pass times)."""
 _WORD = re.compile(r"[\w']+")
 
 
@@ -65,13 +73,19 @@ class Utterance(Protocol):
 
 @dataclass
 class PassGate:
-    """Passes in flight in one process: a pass during speech starts only while no other pass runs.
+    """The passes of one process: how many run, and how long one takes lately (queueing included).
 
     Passes at a pause always start (their result is about to be needed); passes during speech are an
-    extra, so they never queue up behind other sessions' work on the shared STT.
+    extra: they start only while no other pass runs, and no more often than the STT's speed allows.
     """
 
     running: int = 0
+    pass_s: float = 0.0
+    """Moving average of recent passes' wall time."""
+
+    def timed(self, seconds: float) -> None:
+        """Count a finished pass's wall time into the average."""
+        self.pass_s = seconds if not self.pass_s else 0.7 * self.pass_s + 0.3 * seconds
 
 
 @dataclass(eq=False)
@@ -105,11 +119,13 @@ class PartialTranscriber:
         *,
         pause_s: float = PAUSE_S,
         every_s: float = PARTIAL_EVERY_S,
+        long_s: float = LONG_SPEECH_S,
     ) -> None:
         self.transcribe = transcribe
         self.gate = gate or PassGate()
         self.pause_s = pause_s
         self.every_s = every_s
+        self.long_s = long_s
         self.passes = 0
         """STT passes started (partial and final)."""
         self.reused = 0
@@ -138,8 +154,11 @@ class PartialTranscriber:
             due = latest is None or not (latest.paused and latest.voice_end >= voice_end - 1e-9)
             paused = True
         elif now - voice_end < 1e-9:  # the voice goes on (a pause that has just begun gets its own pass)
-            due = now - (latest.cut if latest is not None else utterance.voice_start) >= self.every_s - 1e-9
-            due = due and not self.gate.running
+            every = max(self.every_s, self.gate.pass_s / DUTY)
+            since = utterance.voice_start + self.long_s - every
+            if latest is not None:
+                since = max(since, latest.cut)
+            due = now - since >= every - 1e-9 and not self.gate.running
             paused = False
         else:
             return
@@ -162,7 +181,10 @@ class PartialTranscriber:
                 elif not latest.task.done():
                     await latest.task  # the STT runs one pass at a time anyway; its words become the prefix
             self.passes += 1
-            return await self.transcribe(audio, self._committed)
+            started = time.perf_counter()
+            transcript = await self.transcribe(audio, self._committed)
+            self.gate.timed(time.perf_counter() - started)
+            return transcript
         finally:
             self._forget()
 
@@ -177,8 +199,10 @@ class PartialTranscriber:
 
     async def _run(self, audio: FloatAudio, prefix: str) -> Transcript | None:
         self.gate.running += 1
+        started = time.perf_counter()
         try:
             transcript = await self.transcribe(audio, prefix)
+            self.gate.timed(time.perf_counter() - started)
         except Exception:  # a failed partial costs nothing: the turn's end transcribes afresh
             log.warning("partial transcription failed", exc_info=True)
             return None
