@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/listening.py [--rounds N] [--silence-ms MS]
 
-The server's own listener (Silero VAD, turn detector, partial passes, Whisper tiny.en) hears the bench's
-utterances (the packaged Piper voice, as bench/voice.py speaks them) pushed as 48 kHz 20 ms frames in real
-time, followed by silence. Each utterance is heard twice in a row, once by a listener whose partial passes
-are off (the whole utterance transcribed when the turn ends) and once with them on, so both meet the same
-load. Per turn: voice end (the last loud sample pushed) -> transcript; turn end -> transcript (the STT time
-left after the silence); passes made; whether the turn's transcript was a pass made before the turn ended.
+The server's own listener (Silero VAD, turn detector, partial passes, Whisper tiny.en) hears six questions
+and one long turn (the packaged Piper voice, as bench/voice.py speaks them) pushed as 48 kHz 20 ms frames in
+real time, followed by silence. Each is heard twice in a row, once by a listener whose partial passes are off
+(the whole utterance transcribed when the turn ends) and once with them on, so both meet the same load. Per
+turn: voice end (the last loud sample pushed) -> transcript; turn end -> transcript (the STT time left after
+the silence); passes made; whether the turn's transcript was a pass made before the turn ended.
 Prints numbers, asserts nothing, writes bench/results/listening.json.
 """
 
@@ -42,6 +42,12 @@ THRESHOLD = 500
 """A sample louder than this is voice (as bench/voice_client.py decides the speech's end)."""
 LEAD_S = 0.5
 TRAIL_S = 1.5
+LONG = (
+    "Sorry to interrupt, what time is it? I wanted to ask about the weather tomorrow and whether it will rain "
+    "in the afternoon, because we are planning a picnic by the lake with the children."
+)
+"""A long turn (~8 s): partial passes run while it goes on, and their agreed words are forced as a prefix."""
+TEXTS = (*UTTERANCES, LONG)
 Reply = dict[str, Any]
 
 
@@ -136,10 +142,10 @@ async def run(rounds: int, silence_ms: int) -> Reply:
     load_start = os.getloadavg()
     ears = Ears(SileroVAD(), WhisperSTT())
     ears.load()
-    speech = await speech_for(UTTERANCES)
+    speech = await speech_for(TEXTS)
     turns: list[Reply] = []
     for round_ in range(rounds):
-        for text in UTTERANCES:
+        for text in TEXTS:
             for partial in (False, True) if round_ % 2 == 0 else (True, False):
                 turn = await hear(ears, speech[text], silence_ms, partial)
                 turns.append({**turn, "said": text, "load": os.getloadavg()[0]})
