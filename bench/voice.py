@@ -69,6 +69,7 @@ STAGES = (
     "voice_end_to_turn_end",
     "turn_end_lag",
     "speech_end_to_transcript",
+    "stt_pass",
     "reply_to_first_sound",
     "tts_first_chunk",
 )

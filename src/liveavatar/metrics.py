@@ -60,7 +60,8 @@ class Metrics:
             "liveavatar_turn_stage_seconds",
             "Turn stages timed in the session hosts: reply_to_first_sound (chat or transcript -> audio_start), "
             "tts_first_chunk; listening: voice_end_to_turn_end (the VAD's voice end -> end of turn, audio time), "
-            "turn_end_lag (the listener behind the audio), speech_end_to_transcript (end of turn -> transcript).",
+            "turn_end_lag (the listener behind the audio), speech_end_to_transcript (end of turn -> transcript), "
+            "stt_pass (one speech-to-text run, partial or final, queueing included).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

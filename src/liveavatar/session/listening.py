@@ -80,7 +80,10 @@ class Listener:
 
     async def _transcribe_after(self, audio: FloatAudio, prefix: str) -> Transcript:
         language = normalize_stt_language(self._settings().stt_language)
-        return await self._ears.stt.transcribe(audio, language, prefix=prefix)
+        started = time.perf_counter()
+        transcript = await self._ears.stt.transcribe(audio, language, prefix=prefix)
+        self._timing("stt_pass", time.perf_counter() - started)
+        return transcript
 
     async def run(self) -> None:
         """Listen until cancelled (the session owns this task)."""
