@@ -533,6 +533,9 @@ async def test_whisper_tiny_en_transcribes_the_turns_the_detector_cuts(vad: Sile
         transcript = await stt.transcribe(turn.audio, "en-US")
         assert transcript.language == "en" and transcript.segments
         assert same_words(words(transcript.text), words(said))
+    # A forced prefix (the words earlier partial passes agreed on) is kept and the rest decoded after it.
+    forced = await stt.transcribe(turns[1].audio, "en", prefix="Can you recommend")
+    assert forced.text.startswith("Can you recommend") and same_words(words(forced.text), words(sentences[1]))
     empty = await stt.transcribe(np.zeros(800, dtype=np.float32), None)
     assert empty == Transcript("", "en", (), 0.05), "too short to be worth a model run"
 
