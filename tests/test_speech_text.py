@@ -15,15 +15,12 @@ def _no_space(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def _feed_all(fragments: list[str]) -> list[str]:
-    splitter = SentenceSplitter()
+def _feed_all(fragments: list[str], *, first_clause: bool = False) -> list[str]:
+    splitter = SentenceSplitter(first_clause=first_clause)
     sentences: list[str] = []
     for fragment in fragments:
         sentences.extend(splitter.feed(fragment))
-    last = splitter.flush()
-    if last is not None:
-        sentences.append(last)
-    return sentences
+    return sentences + splitter.finish()
 
 
 # --- pron_map ---------------------------------------------------------------------------------------
@@ -108,7 +105,7 @@ def test_incremental_token_by_token_matches_whole_text() -> None:
     assert _feed_all(list(text)) == split_sentences(text)
 
 
-_PIECES = [*"aAbBzZ09 .,;:!?…。！？，\n\"')", "Mr.", "3.5", "...", "e.g.", "etc. ", "Dr", "\u3000"]
+_PIECES = [*"aAbBzZ09 .,;:!?…。！？，\n\"')-—", "Mr.", "3.5", "...", "e.g.", "etc. ", "Dr", "\u3000", " at ", " the "]
 _texts = st.lists(st.sampled_from(_PIECES), max_size=80).map("".join)
 _long_texts = st.lists(
     st.sampled_from(["word ", "Word ", "3.5 ", "Dr. ", ", ", "; ", "... ", ". ", "x", "\n"]), max_size=150
@@ -130,3 +127,49 @@ def test_any_fragmentation_gives_the_same_sentences(text: str, data: st.DataObje
     bounds = [0, *cuts, len(text)]
     fragments = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     assert _feed_all(fragments) == split_sentences(text)
+
+
+# --- a reply's first piece ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello, how are you today?", ["Hello,", "how are you today?"]),
+        ("Guten Tag, wie geht es Ihnen? Gut.", ["Guten Tag,", "wie geht es Ihnen?", "Gut."]),
+        ("Well; that was quick. Yes.", ["Well;", "that was quick.", "Yes."]),
+        ("Wait - no, later. Now.", ["Wait -", "no, later.", "Now."]),
+        ("Our meeting starts at ten o'clock.", ["Our meeting starts", "at ten o'clock."]),
+        ("Thank you for coming to see us.", ["Thank you for coming", "to see us."]),  # never after "for"
+        (
+            "This is a long answer that keeps going. Then more.",
+            ["This is a long answer", "that keeps going.", "Then more."],
+        ),
+        ("The quick brown fox jumps over the lazy dog.", ["The quick brown fox jumps", "over the lazy dog."]),
+        ("I would like a cup of tea, please.", ["I would like a cup of tea,", "please."]),  # a clause soon after
+        ("Dr. Smith met Mr. Jones at the station.", ["Dr. Smith met Mr. Jones", "at the station."]),
+        ("It costs 3,500 dollars. Fine, thanks.", ["It costs 3,500 dollars.", "Fine, thanks."]),  # later: whole
+        ("This is a short test sentence.", ["This is a short test sentence."]),  # short: left whole
+        ("Have a wonderful day.", ["Have a wonderful day."]),
+        ("你好，我很好！", ["你好，", "我很好！"]),
+        ("", []),
+    ],
+)
+def test_a_replys_first_piece_is_its_first_clause_or_first_words(text: str, expected: list[str]) -> None:
+    assert split_sentences(text, first_clause=True) == expected
+    assert _no_space("".join(expected)) == _no_space(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_texts, _long_texts), st.data())
+def test_first_clause_splitting_keeps_the_text_and_ignores_fragmentation(text: str, data: st.DataObject) -> None:
+    sentences = split_sentences(text, first_clause=True)
+    assert _no_space("".join(sentences)) == _no_space(text)
+    assert all(s and s == s.strip() for s in sentences)
+    if sentences:  # only the first piece is special
+        assert text.lstrip().startswith(sentences[0])
+        assert sentences[1:] == split_sentences(text.lstrip()[len(sentences[0]) :])
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(text)), max_size=12)))
+    bounds = [0, *cuts, len(text)]
+    fragments = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert _feed_all(fragments, first_clause=True) == sentences

@@ -28,17 +28,11 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_REPLIES = 16
 """Replies a session may owe at once; more are refused (1005) until the avatar catches up or is interrupted."""
-FIRST_CLAUSE = 30
-"""A first sentence longer than this is synthesised clause first: the first sound comes sooner."""
 
 
 async def retell(text: str) -> TextSource:
-    """Retelling mode's text source: the client's text, sentence by sentence (the first cut at a clause)."""
-    for index, sentence in enumerate(split_sentences(text)):
-        cut = sentence.find(", ", 4) if index == 0 and len(sentence) > FIRST_CLAUSE else -1
-        if cut > 0:
-            yield Sentence(sentence[: cut + 1])
-            sentence = sentence[cut + 2 :]
+    """Retelling mode's text source: the client's text, sentence by sentence (the first piece a clause)."""
+    for sentence in split_sentences(text, first_clause=True):
         yield Sentence(sentence)
 
 

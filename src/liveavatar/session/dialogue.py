@@ -83,7 +83,7 @@ class Dialogue:
             # Local: passages in a message of their own keep the prefix stable for llama.cpp's state cache.
             passages_in="turn" if self.brain.settings.backend == "local" else "system",
         )
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_clause=True)  # the first sound comes at the first clause
         images = [image] if image is not None and self.brain.llm.supports_images else []
         produced = False
         try:

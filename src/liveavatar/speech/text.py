@@ -20,6 +20,28 @@ LONG_SENTENCE: Final = 200
 """Past this many characters a sentence is cut at the next clause boundary, so audio starts sooner."""
 VERY_LONG_SENTENCE: Final = 400
 """Past this many characters with no clause boundary either, a sentence is cut at the next space."""
+DASHES: Final = frozenset("-–—")
+"""A dash between spaces (or an en/em dash before a space) ends a clause."""
+FIRST_WORDS: Final = 3
+"""A reply's first piece, when no clause ends sooner, is cut after this many words (or a few more)..."""
+REST_WORDS: Final = 3
+"""...provided at least this many words follow before the first clause or sentence ends."""
+CLINGY_WORDS: Final = frozenset(
+    {
+        "a", "an", "the", "my", "your", "his", "her", "its", "our", "their", "this", "that", "these", "those",
+        "to", "of", "in", "on", "at", "by", "for", "with", "from", "into", "about", "and", "or", "but", "not",
+        "is", "are", "was", "were", "be", "very", "so", "no", "some", "any", "each", "every", "as", "than",
+    }
+)  # fmt: skip
+"""Words a first piece never ends on: they lean on the next word (articles, prepositions, ...)."""
+PHRASE_STARTS: Final = frozenset(
+    {
+        "and", "but", "or", "so", "because", "that", "which", "who", "when", "where", "while", "if", "to", "in",
+        "on", "at", "for", "with", "from", "into", "about", "after", "before", "around", "through", "over", "under",
+        "until", "since", "than", "like", "without", "during", "between",
+    }
+)  # fmt: skip
+"""Words a first piece is best cut before: they open a phrase of their own."""
 
 ABBREVIATIONS: Final = frozenset(
     {
@@ -54,21 +76,26 @@ def _compile_pron_map(items: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[st
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE), spoken
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split a whole text into sentences (stripped; their concatenation is the text modulo whitespace)."""
-    splitter = SentenceSplitter()
-    sentences = splitter.feed(text)
-    last = splitter.flush()
-    if last is not None:
-        sentences.append(last)
-    return sentences
+def split_sentences(text: str, *, first_clause: bool = False) -> list[str]:
+    """Split a whole text into sentences (stripped; their concatenation is the text modulo whitespace).
+
+    `first_clause`: the first piece is a reply's opening clause (see SentenceSplitter).
+    """
+    splitter = SentenceSplitter(first_clause=first_clause)
+    return splitter.feed(text) + splitter.finish()
 
 
 class SentenceSplitter:
-    """Incremental sentence splitter: feed text as it streams in, take sentences as soon as they are sure."""
+    """Incremental sentence splitter: feed text as it streams in, take sentences as soon as they are sure.
 
-    def __init__(self) -> None:
+    With `first_clause` (a reply's splitter) the first piece is as short as sounds natural, so its speech
+    starts sooner: it ends at the first clause boundary (comma, semicolon, colon, dash), or after the first
+    few words when no clause ends within them and the next few words. Later pieces are whole sentences.
+    """
+
+    def __init__(self, *, first_clause: bool = False) -> None:
         self._pending = ""
+        self._first = first_clause
 
     def feed(self, fragment: str) -> list[str]:
         """Add text; return the sentences it completed (a sentence end is sure once the next word shows)."""
@@ -76,7 +103,7 @@ class SentenceSplitter:
         sentences: list[str] = []
         while True:
             text = self._pending.lstrip()
-            end = _sentence_end(text)
+            end = _first_piece_end(text) if self._first else _sentence_end(text)
             if end is None:
                 self._pending = text
                 return sentences
@@ -84,6 +111,13 @@ class SentenceSplitter:
             self._pending = text[end:]
             if sentence:
                 sentences.append(sentence)
+                self._first = False
+
+    def finish(self) -> list[str]:
+        """End of text: the pieces still held (the first piece may still be cut, now that its last word is whole)."""
+        pieces = self.feed(" ") if self._first else []
+        last = self.flush()
+        return [*pieces, last] if last is not None else pieces
 
     def flush(self) -> str | None:
         """End of text: return what is left as the last sentence, or None if nothing is."""
@@ -93,7 +127,38 @@ class SentenceSplitter:
         return rest or None
 
 
-def _sentence_end(text: str) -> int | None:
+def _first_piece_end(text: str) -> int | None:
+    """Index just past the first piece of a reply: its first clause, or its first few words; None if not sure yet.
+
+    A cut after word k (FIRST_WORDS <= k < FIRST_WORDS + 3) is weighed once k + REST_WORDS whole words have
+    come: any clause or sentence end among them wins (decided on those words alone, as on the whole text);
+    else the cut goes before a word that starts a phrase ("at", "that", ...), or, once every k was weighed,
+    after the first word that does not lean on the next. So, as for `_sentence_end`, the answer does not
+    depend on where the text happens to stop.
+    """
+    words = [(match.start(), match.end()) for match in _WORD.finditer(text) if match.end() < len(text)]
+    fallback: int | None = None
+    for count in range(FIRST_WORDS, FIRST_WORDS + 3):
+        if len(words) < count + REST_WORDS:
+            return _sentence_end(text, clauses_from=0)
+        window_end = words[count + REST_WORDS - 1][1]
+        end = _sentence_end(text[: window_end + 1], clauses_from=0)
+        if end is not None:
+            return end
+        start, stop = words[count - 1]
+        if text[start:stop].lower() in CLINGY_WORDS:
+            continue
+        following = text[slice(*words[count])].lower()
+        if following in PHRASE_STARTS:
+            return stop
+        fallback = stop if fallback is None else fallback
+    return fallback if fallback is not None else _sentence_end(text, clauses_from=0)
+
+
+_WORD: Final = re.compile(r"\S+")
+
+
+def _sentence_end(text: str, *, clauses_from: int = LONG_SENTENCE) -> int | None:
     """Index just past the first sure sentence end in `text`, or None if none is sure yet.
 
     Decisions never depend on where the text happens to stop: when one needs the next characters
@@ -126,8 +191,14 @@ def _sentence_end(text: str) -> int | None:
                 i = following
                 continue
             return end
-        if i >= LONG_SENTENCE:
-            if char in CJK_CLAUSE_ENDS or char in CLAUSE_ENDS:
+        if i >= clauses_from:
+            if char in DASHES and clauses_from == 0 and (char != "-" or (i > 0 and text[i - 1].isspace())):
+                end = i + 1
+                if end == n:
+                    return None
+                if text[end].isspace() and text[:i].strip():
+                    return end
+            elif char in CJK_CLAUSE_ENDS or char in CLAUSE_ENDS:
                 end = _skip_closers(text, i + 1)
                 if end == n:
                     return None
