@@ -263,7 +263,7 @@ class SpeakingWorker:
         listener = Listener(stream)
         listener.start()
         try:
-            cold = await self._speak_once(listener, warmup)
+            cold = await self._speak_once(listener, warmup) if warmup else None
             timed = [await self._speak_once(listener, sentence) for sentence in sentences]
         finally:
             await listener.aclose()
