@@ -74,9 +74,21 @@ class TTS(Protocol):
     """A text-to-speech backend; one instance per process, shared by all sessions."""
 
     def synthesize(
-        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float = 1.0,
+        pron_map: Mapping[str, str] | None = None,
+        due: float | None = None,
+        rate: int | None = None,
     ) -> AsyncIterator[SpeechChunk]:
-        """Yield speech sentence by sentence: the first chunk comes as soon as it is ready."""
+        """Yield speech sentence by sentence: the first chunk comes as soon as it is ready.
+
+        `due`: when (`time.perf_counter` seconds) the caller's queued speech runs out (None: now); a backend
+        shared by sessions serves the earliest first. `rate`: the sample rate the chunks should come at
+        (None: the voice's own), so that resampling happens where the synthesis does, off the event loop.
+        """
         ...
 
 

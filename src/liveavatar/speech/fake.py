@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import numpy as np
@@ -19,6 +19,7 @@ from liveavatar.speech.base import (
     check_speed,
     timings_from_segments,
 )
+from liveavatar.speech.resample import resample
 from liveavatar.speech.text import apply_pron_map, split_sentences
 
 FAKE_VOICE: Final = Voice(
@@ -43,6 +44,7 @@ class FakeRequest:
     voice_id: str
     speed: float
     pron_map: Mapping[str, str] = field(default_factory=dict)
+    due: float | None = None
 
 
 class FakeTTS:
@@ -72,15 +74,25 @@ class FakeTTS:
         self.requests: list[FakeRequest] = []
 
     async def synthesize(
-        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float = 1.0,
+        pron_map: Mapping[str, str] | None = None,
+        due: float | None = None,
+        rate: int | None = None,
     ) -> AsyncIterator[SpeechChunk]:
-        """Yield one scripted chunk per sentence, each after the injected delay."""
+        """Yield one scripted chunk per sentence, each after the injected delay (at `rate` when given)."""
         check_speed(speed)
-        self.requests.append(FakeRequest(text, voice.voice_id, speed, dict(pron_map or {})))
+        self.requests.append(FakeRequest(text, voice.voice_id, speed, dict(pron_map or {}), due))
         for sentence in split_sentences(text):
             if self.delay_s > 0:
                 await self._sleep(self.delay_s)
-            yield self.chunk_for(sentence, speed=speed, pron_map=pron_map)
+            chunk = self.chunk_for(sentence, speed=speed, pron_map=pron_map)
+            if rate is not None and rate != chunk.sample_rate:
+                chunk = replace(chunk, audio=resample(chunk.audio, chunk.sample_rate, rate), sample_rate=rate)
+            yield chunk
 
     def chunk_for(self, sentence: str, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None) -> SpeechChunk:
         """The chunk this fake gives for one sentence (what synthesize yields for it)."""

@@ -1,8 +1,9 @@
 """The one `synthesize()` for engines that speak a sentence at a time (Piper, espeak-ng).
 
 `SentenceTTS` does everything around the engine call: the voice and speed checks, the sentence split,
-pron_map, one worker thread per engine with one sentence of look-ahead, and turning the engine's own
-exceptions into the project's. An engine supplies only its name and `speak()`.
+pron_map, one synthesis thread per engine shared by all sessions and served earliest deadline first
+(speech/scheduler.py), resampling to the caller's rate in that thread, one sentence of look-ahead, and
+turning the engine's own exceptions into the project's. An engine supplies only its name and `speak()`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Protocol
 
 from liveavatar.errors import LiveAvatarError, ParamError, ProcessingError
 from liveavatar.speech.base import SpeechChunk, Voice, check_speed
+from liveavatar.speech.resample import resample
+from liveavatar.speech.scheduler import DeadlineScheduler
 from liveavatar.speech.text import apply_pron_map, split_sentences
 
 
@@ -46,25 +49,43 @@ class SentenceTTS:
     def __init__(self, engine: SentenceEngine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        # Its own thread keeps synthesis out of the default pool, where aiortc encodes media.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=engine.name)
+        self.scheduler = DeadlineScheduler(engine.name)
 
     def load(self) -> None:
         """Load the engine now (blocking; call it from a worker thread at startup)."""
         self.engine.load()
 
     async def synthesize(
-        self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float = 1.0,
+        pron_map: Mapping[str, str] | None = None,
+        due: float | None = None,
+        rate: int | None = None,
     ) -> AsyncIterator[SpeechChunk]:
-        """Yield one chunk per sentence; the next sentence is synthesised while this one is consumed."""
+        """Yield one chunk per sentence; the next sentence is synthesised while this one is consumed.
+
+        `due`: when (perf_counter seconds) the caller's queued speech runs out, None for now; a later
+        sentence is due that much later as the audio before it lasts. `rate`: the sample rate wanted
+        (resampled in the synthesis thread); None keeps the voice's own.
+        """
         self._check_voice(voice)
         check_speed(speed)
         pron = dict(pron_map or {})
+        first_due = time.perf_counter() if due is None else due
 
         def synthesize_one(sentence: str) -> SpeechChunk | None:
-            return self.synthesize_sentence(sentence, voice, speed=speed, pron_map=pron)
+            chunk = self.synthesize_sentence(sentence, voice, speed=speed, pron_map=pron)
+            if chunk is None or rate is None or chunk.sample_rate == rate:
+                return chunk
+            return dataclasses.replace(chunk, audio=resample(chunk.audio, chunk.sample_rate, rate), sample_rate=rate)
 
-        async for chunk in stream_sentences(split_sentences(text), synthesize_one, self._executor):
+        def start(sentence: str, after: float) -> asyncio.Future[SpeechChunk | None]:
+            return self.scheduler.submit(lambda: synthesize_one(sentence), first_due + after)
+
+        async for chunk in stream_sentences(split_sentences(text), start):
             yield chunk
 
     def synthesize_sentence(
@@ -90,29 +111,25 @@ class SentenceTTS:
 
 
 async def stream_sentences(
-    sentences: Sequence[str],
-    synthesize_one: Callable[[str], SpeechChunk | None],
-    executor: Executor | None = None,
+    sentences: Sequence[str], start: Callable[[str, float], asyncio.Future[SpeechChunk | None]]
 ) -> AsyncIterator[SpeechChunk]:
-    """Run a blocking one-sentence synthesizer in a worker thread, one sentence ahead of the consumer.
+    """Chunks of `sentences` as `start` synthesises them off the loop, one sentence ahead of the consumer.
 
-    Sentence n+1 is synthesised while the consumer handles chunk n; sentences that give no audio are
-    skipped. Closing the iterator cancels the look-ahead (a sentence already running in its thread
-    finishes there and is dropped).
+    `start(sentence, after)` is given the seconds of audio the sentences before it gave. Sentence n+1 is
+    synthesised while the consumer handles chunk n; sentences that give no audio are skipped. Closing the
+    iterator cancels the look-ahead (a sentence already running in its thread finishes there and is dropped).
     """
     if not sentences:
         return
-    loop = asyncio.get_running_loop()
-
-    def start(sentence: str) -> asyncio.Future[SpeechChunk | None]:
-        return loop.run_in_executor(executor, synthesize_one, sentence)
-
-    pending = start(sentences[0])
+    pending = start(sentences[0], 0.0)
+    spoken = 0.0
     try:
         for index in range(len(sentences)):
             chunk = await pending
+            if chunk is not None:
+                spoken += chunk.duration
             if index + 1 < len(sentences):
-                pending = start(sentences[index + 1])
+                pending = start(sentences[index + 1], spoken)
             if chunk is not None and len(chunk.audio) > 0:
                 yield chunk
     finally:
