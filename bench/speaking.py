@@ -48,8 +48,8 @@ AUDIO_OK_FPS = 48.0
 TARGET_INTERVAL_MS = 40.0
 TARGET_FIRST_SOUND_MS = 200.0
 TARGET_FIRST_SOUND_P95_MS = 260.0
-SCHEDULE_LEAD_MS = 60.0
-"""session/playback.py: an idle session starts a reply's audio this far after the next frame."""
+SCHEDULE_LEAD_MS = 20.0
+"""session/playback.py: an idle session starts a reply's audio with the next 20 ms frame (at most this far)."""
 CLIENT_JITTER_FRAMES = 4
 """aiortc's audio jitter buffer (the Python client) hands out a frame once 4 more have arrived."""
 STAGE_LINE = re.compile(r'^liveavatar_turn_stage_seconds_(sum|count)\{stage="([a-z_]+)"\} (\S+)$')
@@ -388,7 +388,7 @@ def first_sound_results(
 def stages_line(first: Reply) -> str:
     """The server's mean ms per turn stage (from /metrics) over the timed chats."""
     stages = first.get("server_stages_ms", {})
-    order = ("reply_queue", "tts_first_chunk", "playback_lead", "reply_to_first_sound")
+    order = ("reply_to_tts", "tts_first_chunk", "playback_lead", "reply_to_first_sound")
     named = [stage for stage in order if stage in stages] + sorted(set(stages) - set(order))
     return "server stages (mean ms): " + ", ".join(f"{stage} {stages[stage]:.0f}" for stage in named)
 
@@ -440,7 +440,8 @@ def format_summary(results: Reply) -> str:
         f"target <= {TARGET_FIRST_SOUND_MS:.0f} ms: {verdict} it); cold (first chat after server start) "
         f"{first['cold']['first_sound_ms']:.0f} ms",
         f"  split            chat -> audio_start event median {start['median']:.0f} ms (server: receive + TTS of "
-        f"the 1st sentence + {SCHEDULE_LEAD_MS:.0f} ms schedule lead); chat -> 1st bot text {chat['median']:.0f} ms",
+        f"the 1st piece + <= {SCHEDULE_LEAD_MS:.0f} ms to the next audio frame); chat -> 1st bot text "
+        f"{chat['median']:.0f} ms",
         f"                   audio_start -> 1st sound median {after['median']:.0f} ms (Piper's leading silence "
         f"{tts['leading_silence_ms']['median']:.0f} ms + Opus + client jitter buffer "
         f"~{CLIENT_JITTER_FRAMES * 20} ms)",

@@ -123,6 +123,22 @@ async def test_a_retold_reply_plays_whole_with_text_as_each_sentence_starts() ->
     assert track.clock.now() >= turn.pieces[-1].end - 1e-9
 
 
+async def test_a_reply_opens_with_its_first_clause_and_asks_the_tts_by_when_its_sound_runs_out() -> None:
+    tts = FakeTTS()
+    text = "Well, one two three four five. Six seven."
+    turn, track, wire = make_turn(retell(text), tts)
+    turn.start()
+    await track.play_until(turn)
+    assert [piece.text for piece in turn.pieces] == ["Well,", "one two three four five.", "Six seven."]
+    assert wire.text() == text and turn.heard() == text
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(turn.pieces, turn.pieces[1:], strict=False))  # no gap
+    # Each piece is due when the speech queued before it runs out: the first at once, the next after "Well,".
+    first, second, third = (request.due for request in tts.requests)
+    assert first is not None and second is not None and third is not None
+    assert second - first == pytest.approx(turn.pieces[0].end, abs=0.05)
+    assert third - first == pytest.approx(turn.pieces[1].end, abs=0.05)
+
+
 async def test_interrupt_cuts_the_sound_within_a_frame_and_keeps_only_what_was_heard() -> None:
     turn, track, wire = make_turn(retell(STORY))
     turn.start()
@@ -144,11 +160,11 @@ async def test_interrupt_cuts_the_sound_within_a_frame_and_keeps_only_what_was_h
 async def test_a_failing_tts_ends_the_turn_with_1201_after_what_it_could_say() -> None:
     class BrokenTTS(FakeTTS):
         async def synthesize(
-            self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+            self, text: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None, **more: Any
         ) -> AsyncIterator[SpeechChunk]:
             if "Four" in text:
                 raise RuntimeError("the engine crashed")
-            async for chunk in super().synthesize(text, voice, speed=speed, pron_map=pron_map):
+            async for chunk in super().synthesize(text, voice, speed=speed, pron_map=pron_map, **more):
                 yield chunk
 
     turn, track, wire = make_turn(retell(STORY), BrokenTTS())
@@ -173,9 +189,17 @@ async def test_a_streamed_answer_shows_deltas_as_produced_and_speaks_each_senten
     await track.play_until(turn)
     assert wire.text() == "Hello there. How are you?"  # as the LLM produced it, never narrated again
     texts = [(t, m) for t, m in wire.sent if m["type"] == "chat" and m["pld"]["text"]]
-    assert all(t < turn.pieces[0].start for t, _ in texts)  # shown before any sound
+    assert all(t <= turn.pieces[0].start for t, _ in texts)  # shown before any sound (it starts with the next frame)
     assert wire.errors() == [1218]
     assert turn.heard() == "Hello there. How are you?"
+
+
+def test_speech_on_an_idle_timeline_starts_with_the_next_frame() -> None:
+    playback = Playback()
+    playback.read()
+    playback.read()
+    assert playback.schedule(np.full(AUDIO_SAMPLES, 7, dtype=np.int16)) == 2 * AUDIO_SAMPLES
+    assert np.all(playback.read() == 7)
 
 
 def test_playback_clear_fades_and_says_where_the_sound_stopped() -> None:

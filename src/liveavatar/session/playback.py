@@ -16,7 +16,10 @@ FADE_SAMPLES = AUDIO_RATE // 400
 
 
 def to_playback_rate(samples: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
-    """Mono int16 audio at `rate` resampled to 48 kHz (polyphase: clean and ~2 ms per second of speech)."""
+    """Mono int16 audio at `rate` resampled to 48 kHz (polyphase: clean and ~2 ms per second of speech).
+
+    Blocking: the TTS backends do it in their synthesis thread (`synthesize(..., rate=AUDIO_RATE)`).
+    """
     return resample(samples, rate, AUDIO_RATE)
 
 
@@ -37,7 +40,9 @@ class Playback:
     `cursor` is the next sample to be handed to the track: everything before it has been played.
     """
 
-    def __init__(self, lead: float = 0.04) -> None:
+    def __init__(self, lead: float = 0.0) -> None:
+        # No lead by default: `cursor` is never in the past (the track has not read that frame yet), so a
+        # reply on an idle timeline starts with the very next 20 ms frame; any lead is first-sound latency.
         self.cursor = 0
         self._lead = int(lead * AUDIO_RATE)
         self._queue: deque[_Segment] = deque()

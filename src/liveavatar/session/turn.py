@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from liveavatar.errors import Code
-from liveavatar.media import Clock, Timing, untimed
+from liveavatar.media import AUDIO_RATE, Clock, Timing, untimed
 from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message, error_event, event
 from liveavatar.session.playback import to_playback_rate
 from liveavatar.session.speaker import Speaker
@@ -172,11 +172,25 @@ class Turn:
         if ahead > self.clock.now():
             await self.clock.wait_until(ahead)  # let other sessions use the TTS meanwhile
         asked = time.perf_counter()
+        if not self.pieces:
+            self.timing("reply_to_tts", asked - self.owed_at)
+        # When this session's queued speech runs out: the shared TTS serves the session closest to silence first.
+        due = asked + max(0.0, self.speaker.queued_until() - self.clock.now())
         try:
-            async for chunk in self.tts.synthesize(sentence.text, self.voice, speed=self.speed, pron_map=self.pron_map):
-                if not self.pieces:
+            speech = self.tts.synthesize(
+                sentence.text, self.voice, speed=self.speed, pron_map=self.pron_map, due=due, rate=AUDIO_RATE
+            )
+            async for chunk in speech:
+                first = not self.pieces
+                if first:
                     self.timing("tts_first_chunk", time.perf_counter() - asked)
-                start, end = self.speaker.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))
+                # Backends resample in their synthesis thread; this is for one that gave its own rate anyway.
+                samples = (
+                    chunk.audio if chunk.sample_rate == AUDIO_RATE else to_playback_rate(chunk.audio, chunk.sample_rate)
+                )
+                start, end = self.speaker.speak(chunk, samples)
+                if first:
+                    self.timing("playback_lead", start - self.clock.now())
                 piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes, sentence.shown)
                 self.pieces.append(piece)
                 await queue.put(piece)
