@@ -82,6 +82,8 @@ class Options:
     render_frames: int
     sessions_per_client: int
     output: Path
+    schedule_sessions: int = 8
+    schedule_seconds: float = 30.0
     first_sound_only: bool = False
     """Only the TTS probe and chat -> first sound (no render, no talking ramp): the latency work's quick loop."""
 
@@ -96,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--render-frames", type=int, default=750, help="frames per avatar for render.py [750]")
     parser.add_argument("--sessions-per-client", type=int, default=4, help="sessions per client process [4]")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "speaking.json")
+    parser.add_argument("--schedule-sessions", type=int, default=8, help="Turns sharing one Piper, speech only [8]")
+    parser.add_argument("--schedule-seconds", type=float, default=30.0, help="seconds they talk (0: skip) [30]")
     parser.add_argument(
         "--first-sound-only", action="store_true", help="only the TTS probe and chat -> first sound (no render, ramp)"
     )
@@ -108,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         render_frames=max(50, args.render_frames),
         sessions_per_client=max(1, args.sessions_per_client),
         output=args.output,
+        schedule_sessions=max(1, args.schedule_sessions),
+        schedule_seconds=max(0.0, args.schedule_seconds),
         first_sound_only=args.first_sound_only,
     )
 
@@ -179,6 +185,43 @@ async def measure_tts(texts: list[str], log_dir: Path) -> Reply:
         "audio_ms": spread(probe["audio_ms"]),
         "leading_silence_ms": spread(probe["leading_silence_ms"]),
     }
+
+
+async def measure_schedule(sessions: int, seconds: float, log_dir: Path) -> Reply:
+    """Speech only, no server: `sessions` Turns sharing one Piper in one process, audio read in real time."""
+    if seconds <= 0:
+        return {}
+    out = await run_child(
+        sys.executable,
+        str(CLIENT_SCRIPT),
+        "--schedule-probe",
+        str(sessions),
+        str(seconds),
+        log_dir=log_dir,
+        name="schedule",
+        timeout=seconds * 10 + 120,
+    )
+    probe: Reply = json.loads(out.strip().splitlines()[-1])
+    return {
+        "sessions": probe["sessions"],
+        "seconds": probe["seconds"],
+        "late_pieces": probe["late_pieces"],
+        "dry_ms": spread(probe["dry_ms"]),
+        "turn_first_sound_ms": spread(probe["turn_first_sound_ms"]),
+    }
+
+
+def schedule_line(schedule: Reply) -> str:
+    """Whether synthesis kept ahead of playback with that many sessions sharing the engine."""
+    if not schedule:
+        return "shared TTS         not measured (--schedule-seconds 0)"
+    dry = schedule["dry_ms"]
+    worst = f"; silent {dry['median']:.0f} ms median, {dry['max']:.0f} ms worst" if dry["n"] else ""
+    return (
+        f"shared TTS         {schedule['sessions']} sessions talking on one Piper (speech path only, "
+        f"{schedule['seconds']:.0f} s): {schedule['late_pieces']} pieces came after the speech before them had "
+        f"run out{worst}; reply -> first sample {schedule['turn_first_sound_ms']['median']:.0f} ms median"
+    )
 
 
 # --- phases with the server ----------------------------------------------------------------------
@@ -372,7 +415,12 @@ def format_render(render: dict[str, Reply]) -> list[str]:
 
 
 def first_sound_results(
-    options: Options, started: float, load_start: tuple[float, float, float], first_sound: Reply, tts: Reply
+    options: Options,
+    started: float,
+    load_start: tuple[float, float, float],
+    first_sound: Reply,
+    tts: Reply,
+    schedule: Reply,
 ) -> Reply:
     """The results of a --first-sound-only run."""
     return {
@@ -381,6 +429,7 @@ def first_sound_results(
         "load_average_start": load_start,
         "first_sound": first_sound,
         "tts": tts,
+        "schedule": schedule,
         "wall_seconds": time.monotonic() - started,
     }
 
@@ -408,6 +457,7 @@ def format_first_sound_only(results: Reply) -> str:
             f"{CLIENT_JITTER_FRAMES * 20} ms)",
             f"  {stages_line(first)}",
             f"  Piper alone      {tts['synth_ms']['median']:.0f} ms median to synthesise one whole sentence",
+            schedule_line(results["schedule"]),
             f"wall time          {results['wall_seconds']:.0f} s",
             "=" * 110,
         ]
@@ -455,6 +505,7 @@ def format_summary(results: Reply) -> str:
         "of a core",
         failing_line(levels),
         audio_line(results["audio_held"], levels),
+        schedule_line(results.get("schedule", {})),
         f"wall time          {results['wall_seconds']:.0f} s",
         "=" * 110,
     ]
@@ -508,6 +559,9 @@ async def run(options: Options) -> Reply:
             print(line, flush=True)
         print("Piper alone on the same sentences ...", flush=True)
         tts = await measure_tts(texts, log_dir)
+        print(f"{options.schedule_sessions} sessions sharing one Piper, speech only ...", flush=True)
+        schedule = await measure_schedule(options.schedule_sessions, options.schedule_seconds, log_dir)
+        print(schedule_line(schedule), flush=True)
         server = ServerProcess(log_dir, max_sessions=max(64, options.sessions_max * 2))
         pool = ClientPool(CLIENT_SCRIPT, server, log_dir, options.sessions_per_client)
         try:
@@ -521,7 +575,7 @@ async def run(options: Options) -> Reply:
             await server.wait_idle()
             levels: list[Level] = []
             if options.first_sound_only:
-                return first_sound_results(options, started, load_start, first_sound, tts)
+                return first_sound_results(options, started, load_start, first_sound, tts, schedule)
             print(
                 "talking ramp (worst: the worst session's video fps; audio/s: the worst session's audio frames a "
                 "second, 50 due; gaps>60: audio frames arriving > 60 ms apart; spch gaps: silences > 500 ms inside "
@@ -539,6 +593,7 @@ async def run(options: Options) -> Reply:
         "load_average_start": load_start,
         "first_sound": first_sound,
         "tts": tts,
+        "schedule": schedule,
         "render": render,
         "levels": [level.to_json() for level in levels],
         "sessions_held": sessions_held(levels),

@@ -357,10 +357,86 @@ def tts_probe(sentences: list[str]) -> Reply:
     return out
 
 
+async def schedule_probe(sessions: int, seconds: float) -> Reply:
+    """`sessions` Turns in this process share one Piper (as a server's sessions do), each retelling paragraphs
+    back to back for `seconds` with its audio read in real time: how often synthesis fell behind playback.
+
+    No WebRTC, video or clients: only the speech path (text -> shared TTS -> speaker -> 20 ms frames). A
+    piece that reaches its speaker after the speech queued before it ran out is a "late piece"; the audio
+    track meanwhile played silence inside the reply (its length is the "dry" time).
+    """
+    from liveavatar.media import AUDIO_PTIME, MediaClock
+    from liveavatar.protocol import ChatStream
+    from liveavatar.session.conversation import retell
+    from liveavatar.session.speaker import Speaker
+    from liveavatar.session.turn import Turn
+    from liveavatar.speech.voices import PIPER_JOE, default_registry
+
+    tts = default_registry().tts_for(PIPER_JOE)
+    await asyncio.to_thread(default_registry().warm_up)
+    late: list[float] = []
+    first_ms: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def session(index: int) -> None:
+        clock, speaker = MediaClock(), Speaker()
+        original = speaker.speak
+        previous_end: list[float] = []  # the end of the reply's last piece so far (empty at a reply's start)
+
+        def speak(chunk: Any, samples: Any) -> tuple[float, float]:
+            if previous_end and clock.now() > previous_end[0]:
+                late.append(clock.now() - previous_end[0])
+            start, end = original(chunk, samples)
+            previous_end[:] = [end]
+            return start, end
+
+        speaker.speak = speak  # type: ignore[method-assign]
+
+        async def track() -> None:
+            for frame in itertools.count():
+                await clock.wait_until(frame * AUDIO_PTIME)
+                speaker.audio_frame()
+
+        def timing(stage: str, value: float) -> None:
+            if stage == "reply_to_first_sound":
+                first_ms.append(1000 * value)
+
+        reader = asyncio.create_task(track())
+        try:
+            paragraphs = itertools.islice(itertools.cycle(PARAGRAPHS), index % len(PARAGRAPHS), None)
+            for paragraph in paragraphs:
+                if time.perf_counter() > stop:
+                    break
+                turn = Turn(
+                    retell(paragraph), tts=tts, voice=PIPER_JOE, speaker=speaker, clock=clock,
+                    chat=ChatStream(f"probe-{index}", "bot"), send_chat=lambda _: None, send_event=lambda _: None,
+                    timing=timing,
+                )  # fmt: skip
+                previous_end.clear()
+                turn.start()
+                await turn.wait()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(session(i) for i in range(sessions)))
+    return {
+        "sessions": sessions,
+        "seconds": time.perf_counter() - started,
+        "late_pieces": len(late),
+        "dry_ms": [1000 * value for value in late],
+        "turn_first_sound_ms": first_ms,
+    }
+
+
 def main() -> None:
     """Entry point: `speaking_client.py URL API_KEY`, or `speaking_client.py --tts-probe SENTENCES_JSON`."""
     if sys.argv[1] == "--tts-probe":
         print(json.dumps(tts_probe(json.loads(sys.argv[2]))), flush=True)
+        return
+    if sys.argv[1] == "--schedule-probe":
+        print(json.dumps(asyncio.run(schedule_probe(int(sys.argv[2]), float(sys.argv[3])))), flush=True)
         return
     url, api_key = sys.argv[1], sys.argv[2]
     with contextlib.suppress(KeyboardInterrupt):
