@@ -184,6 +184,7 @@ async def measure_tts(texts: list[str], log_dir: Path) -> Reply:
         "synth_ms": spread(probe["synth_ms"]),
         "audio_ms": spread(probe["audio_ms"]),
         "leading_silence_ms": spread(probe["leading_silence_ms"]),
+        "first_piece_ms": spread(probe.get("first_piece_ms", [])),
     }
 
 
@@ -456,7 +457,8 @@ def format_first_sound_only(results: Reply) -> str:
             f"median {after['median']:.0f} ms (Opus + packetisation + client jitter buffer ~"
             f"{CLIENT_JITTER_FRAMES * 20} ms)",
             f"  {stages_line(first)}",
-            f"  Piper alone      {tts['synth_ms']['median']:.0f} ms median to synthesise one whole sentence",
+            f"  Piper alone      {tts['synth_ms']['median']:.0f} ms median to synthesise one whole sentence, "
+            f"{tts['first_piece_ms']['median']:.0f} ms its first piece (what a reply synthesises first)",
             schedule_line(results["schedule"]),
             f"wall time          {results['wall_seconds']:.0f} s",
             "=" * 110,
@@ -498,7 +500,7 @@ def format_summary(results: Reply) -> str:
         f"  {stages_line(first)}",
         f"  Piper alone      {tts['synth_ms']['median']:.0f} ms median (p95 {tts['synth_ms']['p95']:.0f} ms) to "
         f"synthesise one of these sentences ({tts['audio_ms']['median']:.0f} ms of audio) in its own process, "
-        f"no server; model load {tts['load_s']:.1f} s",
+        f"no server; model load {tts['load_s']:.1f} s; its first piece {tts['first_piece_ms']['median']:.0f} ms",
         *format_render(results["render"]),
         f"talking sessions   {results['sessions_held']} held at 25 fps by one server process (every session >= "
         f"{HOLD_FPS:.0f} fps; tried up to {levels[-1]['sessions']}); server CPU per talking session: {per_session} "

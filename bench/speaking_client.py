@@ -335,8 +335,13 @@ class SpeakingWorker:
 
 
 def tts_probe(sentences: list[str]) -> Reply:
-    """Piper in this process: load time, then per sentence synthesis ms, audio ms and leading silence ms."""
+    """Piper in this process: load time, then per sentence synthesis ms, audio ms and leading silence ms.
+
+    Also the reply's first piece (`split_sentences(first_clause=True)[0]`, what a Turn synthesises first) of
+    each sentence, timed right after the whole sentence so both see the same machine.
+    """
     from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.text import split_sentences
     from liveavatar.speech.voices import PIPER_JOE
 
     started = time.perf_counter()
@@ -344,11 +349,15 @@ def tts_probe(sentences: list[str]) -> Reply:
     tts.load()
     load_s = time.perf_counter() - started
     tts.speak(sentences[0], PIPER_JOE, 1.0)  # first run pays onnxruntime's set-up
-    out: Reply = {"load_s": load_s, "synth_ms": [], "audio_ms": [], "leading_silence_ms": []}
+    out: Reply = {"load_s": load_s, "synth_ms": [], "audio_ms": [], "leading_silence_ms": [], "first_piece_ms": []}
     for sentence in sentences:
         started = time.perf_counter()
         chunk = tts.speak(sentence, PIPER_JOE, 1.0)
         out["synth_ms"].append((time.perf_counter() - started) * 1000)
+        first_piece = split_sentences(sentence, first_clause=True)[0]
+        started = time.perf_counter()
+        tts.speak(first_piece, PIPER_JOE, 1.0)
+        out["first_piece_ms"].append((time.perf_counter() - started) * 1000)
         if chunk is None:
             continue
         loud = np.flatnonzero(np.abs(chunk.audio.astype(np.int32)) > THRESHOLD)
