@@ -189,8 +189,8 @@ class Turn:
                     chunk.audio if chunk.sample_rate == AUDIO_RATE else to_playback_rate(chunk.audio, chunk.sample_rate)
                 )
                 start, end = self.speaker.speak(chunk, samples)
-                if first:
-                    self.timing("playback_lead", start - self.clock.now())
+                if first:  # 0 when the audio track runs late (the frame is due already): histograms take no negatives
+                    self.timing("playback_lead", max(0.0, start - self.clock.now()))
                 piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes, sentence.shown)
                 self.pieces.append(piece)
                 await queue.put(piece)
