@@ -354,7 +354,10 @@ def tts_probe(sentences: list[str]) -> Reply:
         started = time.perf_counter()
         chunk = tts.speak(sentence, PIPER_JOE, 1.0)
         out["synth_ms"].append((time.perf_counter() - started) * 1000)
-        first_piece = split_sentences(sentence, first_clause=True)[0]
+        try:
+            first_piece = split_sentences(sentence, first_clause=True)[0]
+        except TypeError:  # a source tree from before first-piece splitting (a "before" run): the whole sentence
+            first_piece = sentence
         started = time.perf_counter()
         tts.speak(first_piece, PIPER_JOE, 1.0)
         out["first_piece_ms"].append((time.perf_counter() - started) * 1000)
