@@ -38,7 +38,7 @@ async def render_clip(
     """Speak `text` with `voice` as avatar `pack` into an MP4 (H.264 + AAC); returns its duration in seconds."""
     source = AvatarSource(renderer_for(pack, background), Motion(seed=0))
     end = 0.0
-    async for chunk in tts.synthesize(text, voice, speed=speed, pron_map=pron_map):
+    async for chunk in tts.synthesize(text, voice, speed=speed, pron_map=pron_map, rate=AUDIO_RATE):
         end = source.speaker.speak(chunk, to_playback_rate(chunk.audio, chunk.sample_rate))[1]
     frames = int(np.ceil((end + TAIL) * VIDEO_FPS))
     width, height = source.video_size
