@@ -1,0 +1,197 @@
+"""Client-rendered sessions end to end: a real server and aiortc client; audio and the animation stream, no video."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import LOOPBACK, wait_until
+from liveavatar.client import ApiError, Connection, LiveAvatarApi
+from liveavatar.media import AUDIO_RATE
+from liveavatar.protocol.animation import Animation, Cut, Frames, Hello
+
+BACKENDS = ("sqlite",)  # the stream does not depend on storage
+SERVER_ARGS = ("--max-sessions", "8")
+FRAME = AUDIO_RATE // 25
+LEAD = int(0.1 * AUDIO_RATE)
+TEXT = "Hello there. I am drawn by your browser, and the server only sends my voice and a few numbers."
+
+
+@dataclass
+class Capture:
+    """What the client received: audio (position, rms) and animation messages with the audio heard by then."""
+
+    audio: list[tuple[int, float]] = field(default_factory=list)
+    messages: list[tuple[int, Animation]] = field(default_factory=list)
+    """Each animation message with the end position of the audio received when it arrived."""
+
+    def heard_until(self) -> int:
+        return self.audio[-1][0] + 960 if self.audio else 0
+
+
+async def capture(conn: Connection, rec: Capture) -> None:
+    async def audio() -> None:
+        while True:
+            frame = await conn.audio.get()
+            samples = frame.to_ndarray().astype(np.float64)
+            # aiortc numbers received audio from the first packet: in a first join that is position 0
+            rec.audio.append((int(frame.pts), float(np.sqrt(np.mean(np.square(samples))))))
+
+    async def animation() -> None:
+        while True:
+            _, message = await conn.animation.get()
+            rec.messages.append((rec.heard_until(), message))
+
+    await asyncio.gather(audio(), animation())
+
+
+async def join(api: LiveAvatarApi, **params: Any) -> tuple[dict[str, Any], Connection]:
+    session = await api.create_session("astronaut", render="client", **params)
+    conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, render="client")
+    return session, conn
+
+
+def first_rtp_received(conn: Connection) -> int:
+    """The RTP timestamp of the first audio packet the client received (aiortc keeps it to itself)."""
+    (receiver,) = [r for r in conn.pc.getReceivers() if r.track.kind == "audio"]
+    origin = receiver._RTCRtpReceiver__timestamp_mapper._origin  # type: ignore[attr-defined]
+    assert isinstance(origin, int)
+    return origin
+
+
+async def test_render_is_a_session_option_echoed_in_detail(api: LiveAvatarApi) -> None:
+    session = await api.create_session("astronaut", render="client")
+    assert session["render"] == "client"
+    assert (await api.session(session["_id"]))["render"] == "client"
+    plain = await api.create_session("astronaut")
+    assert plain["render"] == "server"
+    with pytest.raises(ApiError) as refused:
+        await api.create_session("astronaut", render="gpu")
+    assert refused.value.code == 1003
+    for s in (session, plain):
+        await api.close_session(s["_id"])
+
+
+async def test_a_client_rendered_session_speaks_with_a_face_stream_and_no_video(api: LiveAvatarApi) -> None:
+    session, conn = await join(api)
+    rec = Capture()
+    recorder = asyncio.create_task(capture(conn, rec))
+    try:
+        await wait_until(lambda: len(rec.audio) >= 25, timeout=15, what="half a second of audio")
+        conn.send_chat(TEXT)
+        await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=60)
+        end = rec.heard_until()
+        await wait_until(lambda: rec.heard_until() >= end + AUDIO_RATE // 2, timeout=10, what="0.5 s more audio")
+        rtp_origin = first_rtp_received(conn)
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await conn.aclose()
+        await api.close_session(session["_id"])
+
+    # no video: none offered, none answered, none received
+    assert conn.video.empty() and conn.first_video_at is None
+    assert all(t.receiver.track.kind == "audio" for t in conn.pc.getTransceivers())
+
+    hellos = [m for _, m in rec.messages if isinstance(m, Hello)]
+    assert hellos and isinstance(rec.messages[0][1], Hello)
+    hello = hellos[0]
+    assert (hello.fps, hello.width, hello.height) == (25, 512, 512)
+    assert hello.info["avatar_id"] == "astronaut" and hello.info["rtp_known"] is True
+    # rtp_base maps the first packet (position 0 of a first join) to its RTP timestamp
+    assert (rtp_origin - hello.rtp_base) % (1 << 32) == 0
+
+    # positions run on the frame grid without gaps, restarting only where a CUT said; ahead of the audio
+    expected: int | None = None
+    leads = []
+    for heard, message in rec.messages:
+        if isinstance(message, Cut):
+            assert message.position % FRAME == 0
+            assert expected is not None and message.position < expected
+            expected = message.position
+        elif isinstance(message, Frames):
+            assert message.first_position % FRAME == 0
+            assert expected is None or message.first_position == expected
+            expected = message.positions()[-1] + FRAME
+            leads.append(message.first_position - heard)
+    assert len(leads) > 20
+    assert min(leads) > 0, "a batch arrived after its audio"
+    assert np.median(leads) >= LEAD
+
+    # the mouth opens while the audio is loud, and is closed in the silences
+    positions = np.array([p for p, _ in rec.audio])
+    loud = np.array([r for _, r in rec.audio])
+    faces = conn.faces
+    frames = positions - positions % FRAME
+    opening = np.array([float(faces[f].mouth.sum()) if f in faces else np.nan for f in frames])
+    known = ~np.isnan(opening)
+    assert known.mean() > 0.9
+    speaking = loud > loud.max() * 0.1
+    assert speaking.mean() > 0.2
+    assert np.nanmean(opening[speaking & known]) > 3 * np.nanmean(opening[~speaking & known]) + 0.05
+    # and it moves with the sound: the best lag between openness and loudness is within 40 ms
+    grid = known
+    a = (loud[grid] - loud[grid].mean()) / loud[grid].std()
+    v = (opening[grid] - opening[grid].mean()) / opening[grid].std()
+    lags = list(range(-10, 11))  # +-200 ms in 20 ms steps
+    scores = [float(np.mean(a[max(0, -k) : len(a) - max(0, k)] * v[max(0, k) : len(v) - max(0, -k)])) for k in lags]
+    best = lags[int(np.argmax(scores))]
+    assert abs(best * 20) <= 40, (best * 20, max(scores))
+
+
+async def test_interrupt_cuts_the_stream_and_the_mouth_closes(api: LiveAvatarApi) -> None:
+    session, conn = await join(api)
+    rec = Capture()
+    recorder = asyncio.create_task(capture(conn, rec))
+    try:
+        await wait_until(lambda: conn.hello is not None, timeout=15, what="HELLO")
+        conn.send_chat(TEXT + " " + TEXT)
+        await wait_until(
+            lambda: sum(1 for _, r in rec.audio[-25:] if r > 300) > 10, timeout=30, what="the avatar speaking"
+        )
+        sent = len(rec.messages)
+        ack = await conn.interrupt()
+        assert ack["pld"]["code"] == 1000
+        heard = rec.heard_until()
+        await wait_until(lambda: rec.heard_until() >= heard + AUDIO_RATE, timeout=10, what="1 s more audio")
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await conn.aclose()
+        await api.close_session(session["_id"])
+
+    cuts = [m for _, m in rec.messages[sent:] if isinstance(m, Cut)]
+    assert cuts, "no CUT after the interrupt"
+    cut = cuts[0].position
+    assert abs(cut - heard) < AUDIO_RATE // 2  # where the sound stopped, give or take the audio in flight
+    # after the cut the audio is silent and the mouth eases to rest within 0.3 s
+    after = [r for p, r in rec.audio if p >= cut + 0.1 * AUDIO_RATE]
+    assert after and max(after) < 50
+    settled = [s for p, s in conn.faces.items() if cut + 0.3 * AUDIO_RATE <= p <= cut + 0.8 * AUDIO_RATE]
+    assert settled and max(float(s.mouth.sum()) for s in settled) < 0.05
+
+
+async def test_an_expression_reaches_the_stream_at_once(api: LiveAvatarApi) -> None:
+    session, conn = await join(api)
+    rec = Capture()
+    recorder = asyncio.create_task(capture(conn, rec))
+    try:
+        await wait_until(lambda: len(conn.faces) >= 15, timeout=15, what="frames")
+        sent = len(rec.messages)
+        heard = rec.heard_until()
+        ack = await conn.set_action(expression="happiness")
+        assert ack["pld"]["code"] == 1000
+        await wait_until(lambda: rec.heard_until() >= heard + AUDIO_RATE, timeout=10, what="1 s more audio")
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await conn.aclose()
+        await api.close_session(session["_id"])
+    cuts = [m for _, m in rec.messages[sent:] if isinstance(m, Cut)]
+    assert cuts and cuts[0].position < heard + AUDIO_RATE // 2
+    smiles = [s.smile for p, s in conn.faces.items() if heard + 0.6 * AUDIO_RATE <= p <= heard + AUDIO_RATE]
+    assert smiles and min(smiles) > 0.3  # the happiness expression has faded in
