@@ -121,22 +121,27 @@ class Puppet:
             self._rtp_base = 0 if origin is None else (origin + pts - position) % (1 << 32)
             self._info["rtp_known"] = origin is not None
             if not self._emit(self._hello()):
+                self.detach()  # the channel closed: the next one that opens attaches again
                 return
-            self._next = -(-handed // FRAME_SAMPLES)
+            self._next = position // FRAME_SAMPLES  # the frame whose sound is being handed out
             self._tail = self._queued_until()
             self._restart = False
         else:
-            self._check_changes(handed)
+            self._check_changes(position, handed)
         while self._next * FRAME_SAMPLES < handed + LEAD:
             first = self._next
             states = [self.face_at((first + i) * FRAME_SAMPLES) for i in range(BATCH)]
             if not self._emit(encode_frames(first * FRAME_SAMPLES, states, FPS)):
-                return  # the client reads too slowly: its frames wait for the next pull
+                self.detach()
+                return
             self._next = first + BATCH
             self.frames_sent += BATCH
 
-    def _check_changes(self, handed: int) -> None:
-        """CUT the frames sent ahead when what they show changed since they were computed."""
+    def _check_changes(self, position: int, handed: int) -> None:
+        """CUT the frames sent ahead when what they show changed since they were computed.
+
+        Frames from the one at `position` (whose sound is being handed out now) may still be replaced.
+        """
         tail = self._queued_until()
         expected = max(self._tail, handed)
         self._tail = tail
@@ -145,11 +150,11 @@ class Puppet:
             changed_from = min(tail, expected) - MOUTH_REACH
         if self._restart:
             self._restart = False
-            changed_from = handed
+            changed_from = position
         assert self._next is not None
         if changed_from is None:
             return
-        first = -(-max(changed_from, handed) // FRAME_SAMPLES)
+        first = -(-max(changed_from, position) // FRAME_SAMPLES)
         if first < self._next and self._emit(encode_cut(first * FRAME_SAMPLES)):
             self._next = first
             self.cuts += 1
