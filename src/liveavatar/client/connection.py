@@ -57,6 +57,9 @@ class Connection:
         self.audio: Latest[av.AudioFrame] = Latest(maxsize=500)
         self.first_video_at: float | None = None
         """Event-loop time the first video frame was decoded."""
+        self.audio_until = 0
+        """The audio received so far ends here (pts + samples: aiortc counts from its first packet, which in a
+        first join is the session's audio position 0; compare with the animation stream's positions)."""
         self._acks: dict[str, asyncio.Future[Message]] = {}
         self._readers: set[asyncio.Task[None]] = set()
         self.channel.on("message", self._on_message)
@@ -224,6 +227,7 @@ class Connection:
                         self.first_video_at = asyncio.get_running_loop().time()
                     self.video.put_latest(frame)
                 elif isinstance(frame, av.AudioFrame):
+                    self.audio_until = max(self.audio_until, int(frame.pts or 0) + frame.samples)
                     self.audio.put_latest(frame)
 
     async def video_frames(self) -> AsyncIterator[av.VideoFrame]:
