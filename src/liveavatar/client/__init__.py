@@ -7,6 +7,9 @@ conn.send_chat("Hello there!")
 print(await conn.bot_reply())
 frame = await conn.video.get()          # av.VideoFrame, 25 fps
 await conn.aclose()
+
+A session created with `render="client"` sends no video: join it with `render="client"` and read the face
+(`conn.faces`: audio position -> FaceState, docs/animation-stream.md) beside the audio.
 """
 
 from liveavatar.client.connection import Connection
