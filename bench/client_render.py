@@ -3,15 +3,18 @@
     .venv/bin/python bench/client_render.py [--sessions-max 40] [--server-sessions-max 8] [--duration 8]
 
 For each render mode it starts its own `liveavatar serve` on loopback and ramps talking sessions (retelling
-mode, the Piper voice, a new paragraph as soon as the last one ends) from client processes:
-bench/client_render_client.py for `render: "client"` (audio + animation stream, no video) and
-bench/speaking_client.py for server-rendered video. A level is clean when every session gets >= 48 audio
+mode, the Piper voice or `--voice`, a new paragraph as soon as the last one ends) from client processes
+(bench/client_render_client.py): `render: "client"` (audio + animation stream, no video), then
+server-rendered video. A level is clean when every session gets >= 48 audio
 frames a second, no audio frame arrives > 60 ms late (more than 80 ms after the one before it), no silence
 inside a reply is longer than 700 ms, and >= 24 frames a second (animation frames, or video frames).
 A level "keeps up" when every session gets >= 48 audio frames and >= 24 frames a second (lateness aside:
 on a box shared with other work, late frames come from the neighbours too); the ramp stops after two levels
 in a row that do not keep up. Server CPU is the server process's (and its
 workers'); the clients run on the same box, so their CPU competes with the server's (reported too).
+First, without a server, it measures what one session costs the server's CPU per second of talking (CPU time,
+so a loaded box changes it little): the client-rendered path (Opus + the animation stream) against the
+server-rendered one (Opus + render + VP8), on the same speech; TTS, the same for both, is left out.
 Prints numbers, asserts nothing, writes bench/results/client_render.json.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import os
 import statistics
 import sys
@@ -38,7 +42,8 @@ from common import (
     machine_info,
     run_bench,
 )
-from speaking import CLIENT_SCRIPT, Level, level_from, sessions_held
+from liveavatar.media import AUDIO_PTIME, AUDIO_RATE
+from speaking import Level, level_from, sessions_held
 
 CLIENT_RENDER_SCRIPT = BENCH_DIR / "client_render_client.py"
 CLEAN_LATE_MS = 60.0
@@ -56,6 +61,8 @@ class Options:
     settle: float
     sessions_per_client: int
     workers: int
+    voice: str
+    cost_seconds: float
     output: Path
 
 
@@ -70,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between joining and measuring [3]")
     parser.add_argument("--sessions-per-client", type=int, default=8, help="sessions per client process [8]")
     parser.add_argument("--workers", type=int, default=0, help="server worker processes [0: in the API process]")
+    parser.add_argument("--voice", default="piper-en-us-joe", help="voice of the talking sessions [piper-en-us-joe]")
+    parser.add_argument("--cost-seconds", type=float, default=20.0, help="session seconds timed per path [20]")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "client_render.json")
     args = parser.parse_args(argv)
     return Options(
@@ -79,8 +88,65 @@ def parse_args(argv: list[str] | None = None) -> Options:
         settle=args.settle,
         sessions_per_client=max(1, args.sessions_per_client),
         workers=max(0, args.workers),
+        voice=args.voice,
+        cost_seconds=max(1.0, args.cost_seconds),
         output=args.output,
     )
+
+
+def session_cost(seconds: float, cache_dir: Path) -> Reply:
+    """CPU ms per second of a talking session, client-rendered vs server-rendered, in this process (no network)."""
+    import av
+    import cv2
+    import numpy as np
+    from aiortc.codecs.opus import OpusEncoder
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from liveavatar.render.avatars import AvatarRegistry
+    from liveavatar.render.motion import Motion
+    from liveavatar.render.renderer import Renderer
+    from liveavatar.session.avatar import AvatarSource
+    from liveavatar.session.puppet import Puppet
+    from liveavatar.speech.base import SpeechChunk
+    from liveavatar.transport.tracks import audio_frame
+
+    cv2.setNumThreads(1)
+    pack = AvatarRegistry(cache_dir).pack("astronaut")
+    t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
+    buzz = (9000 * np.sin(2 * np.pi * 160 * t) * np.abs(np.sin(2 * np.pi * 2.5 * t))).astype(np.int16)
+    chunk = SpeechChunk("speech", buzz, AUDIO_RATE)
+    sent: list[int] = []
+
+    def stream(data: bytes) -> bool:
+        sent.append(len(data))
+        return True
+
+    results: Reply = {}
+    for render in ("client", "server"):
+        opus = OpusEncoder()
+        if render == "client":
+            puppet = Puppet("astronaut", pack.size, Motion(seed=1))
+            puppet.attach(stream, lambda: 0)
+            speaker, pull = puppet.speaker, puppet.audio_frame
+        else:
+            source = AvatarSource(Renderer(pack), Motion(seed=1))
+            vp8 = Vp8Encoder()
+            speaker, pull = source.speaker, source.audio_frame
+        speaker.speak(chunk, buzz)
+        ticks = int(seconds / AUDIO_PTIME)
+        started = time.process_time()
+        for index in range(ticks):
+            now = index * AUDIO_PTIME
+            opus.encode(audio_frame(pull(now), index))
+            if render == "server" and index % 2 == 0:
+                yuv = cv2.cvtColor(source.video_frame(now), cv2.COLOR_BGR2YUV_I420)
+                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                frame.pts, frame.time_base = index // 2 * 3600, fractions.Fraction(1, 90_000)
+                vp8.encode(frame)
+        cpu = time.process_time() - started
+        results[render] = {"cpu_ms_per_second": 1000 * cpu / seconds, "cpu_pct_of_a_core": 100 * cpu / seconds}
+    results["client"]["animation_bytes_per_second"] = sum(sent) / seconds
+    return results
 
 
 def ramp_levels(sessions_max: int) -> list[int]:
@@ -131,8 +197,9 @@ def server_pids(server: ServerProcess) -> list[int]:
 async def measure_mode(render: str, sessions_max: int, options: Options, log_dir: Path) -> Reply:
     """Ramp one render mode on a fresh server."""
     server = ServerProcess(log_dir, max_sessions=max(64, sessions_max * 2), workers=options.workers)
-    script = CLIENT_RENDER_SCRIPT if render == "client" else CLIENT_SCRIPT
-    pool = ClientPool(script, server, log_dir, options.sessions_per_client)
+    # both modes run the same client script, talking with the same voice (read from the environment)
+    os.environ["BENCH_RENDER"], os.environ["BENCH_VOICE"] = render, options.voice
+    pool = ClientPool(CLIENT_RENDER_SCRIPT, server, log_dir, options.sessions_per_client)
     cores = os.cpu_count() or 1
     levels: list[Level] = []
     ahead: list[Reply] = []
@@ -196,7 +263,12 @@ def format_level(level: Level, ahead: Reply) -> str:
 
 def format_summary(results: Reply) -> str:
     """The modes side by side."""
-    lines = []
+    cost = results["cost_per_session"]
+    lines = [
+        f"CPU per talking session, TTS aside: client-rendered {cost['client']['cpu_pct_of_a_core']:.2f}% of a core "
+        f"({cost['client']['animation_bytes_per_second']:.0f} animation bytes/s), "
+        f"server-rendered {cost['server']['cpu_pct_of_a_core']:.2f}%"
+    ]
     for mode in results["modes"]:
         per = mode["server_cpu_pct_per_added_session"]
         lines.append(
@@ -218,6 +290,10 @@ async def run(options: Options) -> Reply:
     load_start = os.getloadavg()
     modes = []
     with tempfile.TemporaryDirectory(prefix="liveavatar-client-render-") as tmp:
+        print("cost per talking session (CPU time, no network) ...", flush=True)
+        cost = await asyncio.to_thread(session_cost, options.cost_seconds, Path(tmp) / "avatars")
+        for render in ("client", "server"):
+            print(f"  render={render}: {cost[render]['cpu_pct_of_a_core']:.2f}% of a core", flush=True)
         for render, most in (("client", options.sessions_max), ("server", options.server_sessions_max)):
             if not most:
                 continue
@@ -229,6 +305,7 @@ async def run(options: Options) -> Reply:
         "options": {**asdict(options), "output": str(options.output)},
         "machine": machine_info(),
         "load_average_start": load_start,
+        "cost_per_session": cost,
         "modes": modes,
         "wall_seconds": time.monotonic() - started,
     }

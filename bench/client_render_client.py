@@ -1,15 +1,18 @@
 """Measuring client for bench/client_render.py: talking client-rendered sessions (audio + animation stream).
 
 Run by the bench, not by hand: `python bench/client_render_client.py URL API_KEY`. Same requests and answers
-as bench/speaking_client.py (`add`, `measure`, `close`), with the session created with `render: "client"`:
-the "frames" of a window are the animation frames (face states) received, not video frames, and
-`ahead_ms` tells how far ahead of the audio received by then each FRAMES message arrived.
+as bench/speaking_client.py (`add`, `measure`, `close`). With BENCH_RENDER=client (the default) sessions are
+created with `render: "client"`: the "frames" of a window are the animation frames (face states) received,
+not video frames, and `ahead_ms` tells how far ahead of the audio received by then each FRAMES message
+arrived; with BENCH_RENDER=server they are server-rendered, measured as bench/speaking_client.py does.
+BENCH_VOICE picks the voice (default: the packaged Piper voice).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +21,16 @@ from liveavatar.client import Connection, LiveAvatarApi
 from liveavatar.media import AUDIO_RATE
 from liveavatar.protocol.animation import Frames
 from speaking_client import CREATE_PARAMS, SpeakingWorker, Talker
-from transport_client import AVATAR, FIRST_FRAME_TIMEOUT, LOOPBACK, SESSION_SECONDS, Stream, ms_since, serve
+from transport_client import (
+    AVATAR,
+    FIRST_FRAME_TIMEOUT,
+    LOOPBACK,
+    SESSION_SECONDS,
+    Stream,
+    join_session,
+    ms_since,
+    serve,
+)
 
 Reply = dict[str, Any]
 FRAME_SAMPLES = AUDIO_RATE // 25
@@ -82,13 +94,16 @@ async def join_client_rendered(api: LiveAvatarApi, **params: Any) -> tuple[Anima
 
 
 class ClientRenderWorker(SpeakingWorker):
-    """Talking client-rendered sessions; measured like bench/speaking_client.py's."""
+    """Talking sessions, client-rendered or not (BENCH_RENDER); measured like bench/speaking_client.py's."""
 
     async def add(self, count: int) -> Reply:
-        """Join `count` more client-rendered sessions, each talking from the moment it is joined until `close`."""
+        """Join `count` more sessions, each talking from the moment it is joined until `close`."""
+        params = {**CREATE_PARAMS, "voice_id": os.environ.get("BENCH_VOICE") or CREATE_PARAMS["voice_id"]}
+        client = os.environ.get("BENCH_RENDER", "client") == "client"
         first_ms: list[float] = []
         for _ in range(count):
-            stream, _, first = await join_client_rendered(self.api, **CREATE_PARAMS)
+            joined = await (join_client_rendered if client else join_session)(self.api, **params)
+            stream, _, first = joined
             self.talkers.append(Talker.start(stream, self._joined))
             self._joined += 1
             first_ms.append(first)

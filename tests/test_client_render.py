@@ -6,13 +6,16 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from conftest import LOOPBACK, wait_until
 from liveavatar.client import ApiError, Connection, LiveAvatarApi
 from liveavatar.media import AUDIO_RATE
-from liveavatar.protocol.animation import Animation, Cut, Frames, Hello
+from liveavatar.protocol.animation import ANIMATION_LABEL, Animation, Cut, Frames, Hello
+from liveavatar.transport.ice import advertise_hosts
 
 BACKENDS = ("sqlite",)  # the stream does not depend on storage
 SERVER_ARGS = ("--max-sessions", "8")
@@ -195,3 +198,37 @@ async def test_an_expression_reaches_the_stream_at_once(api: LiveAvatarApi) -> N
     assert cuts and cuts[0].position < heard + AUDIO_RATE // 2
     smiles = [s.smile for p, s in conn.faces.items() if heard + 0.6 * AUDIO_RATE <= p <= heard + AUDIO_RATE]
     assert smiles and min(smiles) > 0.3  # the happiness expression has faded in
+
+
+async def test_an_offered_video_m_line_is_answered_inactive(api: LiveAvatarApi) -> None:
+    """A browser that offers recvonly video anyway still joins a client-rendered session: audio, no video."""
+    session = await api.create_session("astronaut", render="client")
+    advertise_hosts(LOOPBACK)
+    pc = RTCPeerConnection()
+    try:
+        pc.createDataChannel("stream-messages")
+        pc.createDataChannel(ANIMATION_LABEL)
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        tracks: list[MediaStreamTrack] = []
+        pc.on("track", tracks.append)
+        await pc.setLocalDescription(await pc.createOffer())
+        credentials = session["credentials"]
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                credentials["webrtc_url"],
+                json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                headers={"authorization": f"Bearer {credentials['webrtc_token']}"},
+            )
+        answer = response.json()["data"]
+        video = answer["sdp"].split("m=video", 1)[1].split("m=", 1)[0]
+        assert "a=inactive" in video
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await wait_until(lambda: pc.connectionState == "connected", timeout=15, what="connected")
+        (audio,) = [t for t in tracks if t.kind == "audio"]
+        frame = await asyncio.wait_for(audio.recv(), 10)
+        assert frame.sample_rate == AUDIO_RATE
+        assert not [t for t in tracks if t.kind == "video"]
+    finally:
+        await pc.close()
+        await api.close_session(session["_id"])
