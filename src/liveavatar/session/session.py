@@ -148,9 +148,9 @@ class Session:
         if self._peer is not None and self._peer.state not in DROPPED_STATES:
             raise NoPermission("this session already has a connected peer; close it before joining again")
         if self._peer is not None:
+            if isinstance(self.source, Puppet):
+                self.source.detach()  # the old peer's channel; the new one attaches when it opens
             await self._peer.aclose()
-        if self._peer is not None and isinstance(self.source, Puppet):
-            self.source.detach()
         peer = Peer(
             self.source,
             self.clock,
