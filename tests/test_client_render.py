@@ -122,7 +122,7 @@ async def test_a_client_rendered_session_speaks_with_a_face_stream_and_no_video(
             expected = message.positions()[-1] + FRAME
             leads.append(message.first_position - heard)
     assert len(leads) > 20
-    assert min(leads) > 0, "a batch arrived after its audio"
+    assert min(leads) >= 0, "a batch arrived after its audio"
     assert np.median(leads) >= LEAD
 
     # the mouth opens while the audio is loud, and is closed in the silences
