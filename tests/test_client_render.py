@@ -232,3 +232,72 @@ async def test_an_offered_video_m_line_is_answered_inactive(api: LiveAvatarApi) 
     finally:
         await pc.close()
         await api.close_session(session["_id"])
+
+
+BROWSER_JOIN = """async ({credentials, label}) => {
+    const pc = new RTCPeerConnection({iceServers: []});
+    pc.createDataChannel('stream-messages');
+    const animation = pc.createDataChannel(label);
+    animation.binaryType = 'arraybuffer';
+    const types = [];
+    let rtpBase = null;
+    animation.onmessage = (event) => {
+        const bytes = new DataView(event.data);
+        types.push(bytes.getUint8(0));
+        if (bytes.getUint8(0) === 0) rtpBase = bytes.getUint32(8, true);
+    };
+    pc.addTransceiver('audio', {direction: 'recvonly'});
+    pc.addTransceiver('video', {direction: 'recvonly'});  // as a page written for server video would
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((done) => {
+        if (pc.iceGatheringState === 'complete') return done();
+        pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
+    });
+    const response = await fetch(credentials.webrtc_url, {
+        method: 'POST',
+        headers: {'content-type': 'application/json', authorization: `Bearer ${credentials.webrtc_token}`},
+        body: JSON.stringify({sdp: pc.localDescription.sdp, type: 'offer'}),
+    });
+    await pc.setRemoteDescription((await response.json()).data);
+    const audio = pc.getReceivers().find((r) => r.track.kind === 'audio');
+    const player = new Audio();  // sources are reported for audio that is played out
+    player.srcObject = new MediaStream([audio.track]);
+    await player.play();
+    const counts = async () => {
+        const found = {audio: 0, video: 0};
+        (await pc.getStats()).forEach((s) => {
+            if (s.type === 'inbound-rtp') found[s.kind] += s.packetsReceived || 0;
+        });
+        return found;
+    };
+    for (let i = 0; i < 150 && ((await counts()).audio < 50 || !types.includes(1)); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    const sources = audio.getSynchronizationSources();
+    const result = {
+        packets: await counts(), types, rtpBase, state: pc.connectionState,
+        rtpTimestamp: sources.length ? sources[0].rtpTimestamp : null,
+    };
+    pc.close();
+    return result;
+}"""
+
+
+async def test_a_browser_joins_a_client_rendered_session_and_can_sync_to_its_audio(
+    api: LiveAvatarApi, deployment: Any, page: Any
+) -> None:
+    """Chromium offers audio and recvonly video: it gets audio and the stream, no video; rtp_base maps its playout."""
+    session = await api.create_session("astronaut", render="client")
+    try:
+        await page.goto(deployment.server.url)
+        result = await page.evaluate(BROWSER_JOIN, {"credentials": session["credentials"], "label": ANIMATION_LABEL})
+    finally:
+        await api.close_session(session["_id"])
+    assert result["state"] == "connected", result
+    assert result["packets"]["audio"] >= 50 and result["packets"]["video"] == 0, result
+    assert result["types"][0] == 0 and 1 in result["types"], result  # HELLO first, then FRAMES
+    # the audio being played maps to its position: about as far as the packets received reach (a first join
+    # starts at position 0), less the jitter buffer
+    assert result["rtpTimestamp"] is not None and result["rtpBase"] is not None, result
+    position = (result["rtpTimestamp"] - result["rtpBase"]) % (1 << 32)
+    assert abs(position - result["packets"]["audio"] * 960) < AUDIO_RATE, (position, result)
