@@ -18,7 +18,8 @@ from liveavatar.protocol.animation import ANIMATION_LABEL, Animation, Cut, Frame
 from liveavatar.transport.ice import advertise_hosts
 
 BACKENDS = ("sqlite",)  # the stream does not depend on storage
-SERVER_ARGS = ("--max-sessions", "8")
+SERVER_ARGS = ("--max-sessions", "8", "--workers", "1")
+"""Sessions run in a worker process: the render option travels there in the session spec."""
 FRAME = AUDIO_RATE // 25
 LEAD = int(0.1 * AUDIO_RATE)
 TEXT = "Hello there. I am drawn by your browser, and the server only sends my voice and a few numbers."
