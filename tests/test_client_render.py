@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -16,9 +18,11 @@ from liveavatar.client import ApiError, Connection, LiveAvatarApi
 from liveavatar.media import AUDIO_RATE
 from liveavatar.protocol.animation import ANIMATION_LABEL, Animation, Cut, Frames, Hello
 from liveavatar.transport.ice import advertise_hosts
+from servers import serve_folder
 
 BACKENDS = ("sqlite",)  # the stream does not depend on storage
 SERVER_ARGS = ("--max-sessions", "8", "--workers", "1")
+SERVER_ENV = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true"}  # the background is served on loopback
 """Sessions run in a worker process: the render option travels there in the session spec."""
 FRAME = AUDIO_RATE // 25
 LEAD = int(0.1 * AUDIO_RATE)
@@ -302,3 +306,23 @@ async def test_a_browser_joins_a_client_rendered_session_and_can_sync_to_its_aud
     assert result["rtpTimestamp"] is not None and result["rtpBase"] is not None, result
     position = (result["rtpTimestamp"] - result["rtpBase"]) % (1 << 32)
     assert abs(position - result["packets"]["audio"] * 960) < AUDIO_RATE, (position, result)
+
+
+async def test_a_background_change_reaches_the_client_in_a_hello(api: LiveAvatarApi, tmp_path: Path) -> None:
+    """set-params bgurl: the server checks the image as for video, then tells the client what to draw behind."""
+    cv2.imwrite(str(tmp_path / "beach.png"), np.full((90, 160, 3), (200, 160, 90), np.uint8))
+    session, conn = await join(api)
+    try:
+        await wait_until(lambda: conn.hello is not None, timeout=15, what="HELLO")
+        assert conn.hello is not None and conn.hello.info["background"] is None
+        with serve_folder(tmp_path) as url:
+            ack = await conn.set_params(bgurl=f"{url}/beach.png")
+        assert ack["pld"]["code"] == 1000, ack
+        await wait_until(lambda: conn.hello is not None and conn.hello.info["background"], timeout=10, what="HELLO")
+        assert conn.hello.info["background"] == {"url": f"{url}/beach.png", "video": False}
+        refused = await conn.set_params(bgurl=f"{url}/missing.png")  # the server is gone now: refused, no HELLO
+        assert refused["pld"]["code"] != 1000
+        assert conn.hello.info["background"]["url"].endswith("/beach.png")
+    finally:
+        await conn.aclose()
+        await api.close_session(session["_id"])
