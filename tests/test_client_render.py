@@ -22,8 +22,8 @@ from servers import serve_folder
 
 BACKENDS = ("sqlite",)  # the stream does not depend on storage
 SERVER_ARGS = ("--max-sessions", "8", "--workers", "1")
-SERVER_ENV = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true"}  # the background is served on loopback
 """Sessions run in a worker process: the render option travels there in the session spec."""
+SERVER_ENV = {"LIVEAVATAR_ALLOW_PRIVATE_URLS": "true"}  # the background is served on loopback
 FRAME = AUDIO_RATE // 25
 LEAD = int(0.1 * AUDIO_RATE)
 TEXT = "Hello there. I am drawn by your browser, and the server only sends my voice and a few numbers."
