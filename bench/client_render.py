@@ -100,15 +100,15 @@ def session_cost(seconds: float, cache_dir: Path) -> Reply:
     import cv2
     import numpy as np
     from aiortc.codecs.opus import OpusEncoder
-    from aiortc.codecs.vpx import Vp8Encoder
 
     from liveavatar.render.avatars import AvatarRegistry
+    from liveavatar.render.loop import renderer_for
     from liveavatar.render.motion import Motion
-    from liveavatar.render.renderer import Renderer
     from liveavatar.session.avatar import AvatarSource
     from liveavatar.session.puppet import Puppet
     from liveavatar.speech.base import SpeechChunk
     from liveavatar.transport.tracks import audio_frame
+    from liveavatar.transport.vp8 import TalkingHeadVp8Encoder
 
     cv2.setNumThreads(1)
     pack = AvatarRegistry(cache_dir).pack("astronaut")
@@ -129,8 +129,8 @@ def session_cost(seconds: float, cache_dir: Path) -> Reply:
             puppet.attach(stream, lambda: 0)
             speaker, pull = puppet.speaker, puppet.audio_frame
         else:
-            source = AvatarSource(Renderer(pack), Motion(seed=1))
-            vp8 = Vp8Encoder()
+            source = AvatarSource(renderer_for(pack), Motion(seed=1))
+            vp8 = TalkingHeadVp8Encoder()
             speaker, pull = source.speaker, source.audio_frame
         speaker.speak(chunk, buzz)
         ticks = int(seconds / AUDIO_PTIME)
