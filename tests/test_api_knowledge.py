@@ -55,9 +55,12 @@ def test_isolation_between_keys(deployment: Deployment) -> None:
     assert bob.post(f"{BASE}/update", {"id": kb["_id"], "prompt": "mine"})["code"] in (1008, 1009)
     assert bob.call("DELETE", f"{BASE}/delete", json={"id": kb["_id"]})["code"] in (1008, 1009)
     assert all(item["_id"] != kb["_id"] for item in bob.get(f"{BASE}/list", size=100)["data"])
-    assert bob.post("/api/open/v4/liveAvatar/session/create", {"avatar_id": "astronaut", "knowledge_id": kb["_id"]})[
-        "code"
-    ] == 1008
+    assert (
+        bob.post("/api/open/v4/liveAvatar/session/create", {"avatar_id": "astronaut", "knowledge_id": kb["_id"]})[
+            "code"
+        ]
+        == 1008
+    )
     assert deployment.alice.get(f"{BASE}/detail", id=kb["_id"])["data"]["prompt"] == "secret"
 
 

@@ -34,7 +34,8 @@ class StillSource:
 async def test_a_peer_being_closed_reports_no_state_to_its_owner() -> None:
     states: list[str] = []
     messages: list[str | bytes] = []
-    peer = Peer(StillSource(), MediaClock(), [], on_message=messages.append, on_state=states.append)
+    source = StillSource()
+    peer = Peer(source, MediaClock(), [], video=source, on_message=messages.append, on_state=states.append)
     client = RTCPeerConnection()
     try:
         client.createDataChannel("stream-messages")

@@ -135,7 +135,6 @@ async def test_a_bad_pron_map_is_refused_at_set_params(api: LiveAvatarApi, pron_
 # --- finding 4: a malformed bgurl is refused with a reason, the session lives --------------------------
 
 
-
 @pytest.mark.parametrize("url", BAD_URLS)
 async def test_a_malformed_bgurl_is_refused_with_a_reason(api: LiveAvatarApi, url: str) -> None:
     session_id, conn = await joined(api)

@@ -96,6 +96,9 @@ class SessionCreate(Body):
     credentials: dict[str, Any] | None = None
     transport_profile: Literal["webrtc", "livekit", "agora", "trtc"] | None = None
     """liveavatar extension: data-channel limits to keep to (a provider's), for clients written for one."""
+    render: Literal["server", "client"] = "server"
+    """liveavatar extension: "server" sends the avatar as video; "client" sends audio and the animation stream
+    (data channel `liveavatar-animation`, docs/animation-stream.md) and no video: the client draws the face."""
 
 
 class Offer(Body):

@@ -49,6 +49,7 @@ def session_view(row: SessionRow, services: Services, base: str) -> dict[str, An
         "language": params.get("language") or "",
         "background_url": params.get("background_url") or "",
         "voice_params": params.get("voice_params") or {},
+        "render": params.get("render") or "server",
         "create_time": row.create_time,
         "update_time": row.update_time,
         "start_time": row.start_time,
@@ -113,6 +114,7 @@ async def create_session(body: SessionCreate, principal: Auth, services: Service
                     "background_url",
                     "voice_params",
                     "transport_profile",
+                    "render",
                 },
                 exclude_none=True,
             )

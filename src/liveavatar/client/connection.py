@@ -16,10 +16,14 @@ from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.client.rest import unwrap
 from liveavatar.protocol import PROFILES, ChatStream, encode
+from liveavatar.protocol.animation import ANIMATION_LABEL, Animation, AnimationError, Cut, Frames, Hello, decode
+from liveavatar.render.face import FaceState
 from liveavatar.transport.ice import advertise_hosts, rtc_configuration
 
 T = TypeVar("T")
 Message = dict[str, Any]
+FACES_KEPT = 25 * 120
+"""Face states kept by position (two minutes at 25 fps); older ones are forgotten."""
 
 
 class Latest(asyncio.Queue[T]):
@@ -35,16 +39,27 @@ class Latest(asyncio.Queue[T]):
 class Connection:
     """A joined session: send chat and commands, await acks, read messages, audio and video frames."""
 
-    def __init__(self, pc: RTCPeerConnection, profile: str) -> None:
+    def __init__(self, pc: RTCPeerConnection, profile: str, *, animation: bool = False) -> None:
         self.pc = pc
         self.profile = PROFILES[profile]
         self.channel = pc.createDataChannel("stream-messages", ordered=True)
+        self.animation: Latest[tuple[float, Animation]] = Latest(maxsize=1000)
+        """Animation stream messages with their arrival (event-loop time), when joined with `animation=True`."""
+        self.hello: Hello | None = None
+        """The animation stream's latest HELLO."""
+        self.faces: dict[int, FaceState] = {}
+        """The face to draw at each audio position (CUTs applied), for a client-rendered session."""
+        if animation:
+            pc.createDataChannel(ANIMATION_LABEL, ordered=True).on("message", self._on_animation)
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         """Every message from the server, in order (acks included)."""
         self.video: Latest[av.VideoFrame] = Latest(maxsize=50)
         self.audio: Latest[av.AudioFrame] = Latest(maxsize=500)
         self.first_video_at: float | None = None
         """Event-loop time the first video frame was decoded."""
+        self.audio_until = 0
+        """The audio received so far ends here (pts + samples: aiortc counts from its first packet, which in a
+        first join is the session's audio position 0; compare with the animation stream's positions)."""
         self._acks: dict[str, asyncio.Future[Message]] = {}
         self._readers: set[asyncio.Task[None]] = set()
         self.channel.on("message", self._on_message)
@@ -60,12 +75,17 @@ class Connection:
         profile: str = "webrtc",
         ice_hosts: Sequence[str] | None = None,
         timeout: float = 20.0,
+        render: str = "server",
     ) -> Connection:
-        """Join with a session's credentials (`webrtc_url`, `webrtc_token`, `ice_servers`)."""
+        """Join with a session's credentials (`webrtc_url`, `webrtc_token`, `ice_servers`).
+
+        `render="client"` joins a client-rendered session: no video is offered (unless a camera is sent)
+        and the animation channel is opened (`animation`, `faces`, `hello`).
+        """
         if ice_hosts is not None:
             advertise_hosts(ice_hosts)
         pc = RTCPeerConnection(rtc_configuration(credentials.get("ice_servers") or []))
-        connection = cls(pc, profile)
+        connection = cls(pc, profile, animation=render == "client")
         try:
             if microphone is not None:
                 pc.addTransceiver(microphone, direction="sendrecv")
@@ -74,7 +94,7 @@ class Connection:
             # The camera shares the avatar video's m-line (sendrecv): one video transceiver each way.
             if camera is not None:
                 pc.addTransceiver(camera, direction="sendrecv")
-            else:
+            elif render != "client":
                 pc.addTransceiver("video", direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
             async with httpx.AsyncClient(timeout=timeout) as http:
@@ -111,6 +131,25 @@ class Connection:
             if future is not None and not future.done():
                 future.set_result(message)
         self.messages.put_nowait(message)
+
+    def _on_animation(self, raw: str | bytes) -> None:
+        if not isinstance(raw, bytes):
+            return
+        try:
+            message = decode(raw)
+        except AnimationError:
+            return
+        if isinstance(message, Hello):
+            self.hello = message
+        elif isinstance(message, Frames):
+            for position, state in zip(message.positions(), message.states, strict=True):
+                self.faces[position] = state
+            while len(self.faces) > FACES_KEPT:
+                del self.faces[next(iter(self.faces))]
+        elif isinstance(message, Cut):
+            for position in [p for p in self.faces if p >= message.position]:
+                del self.faces[position]
+        self.animation.put_latest((asyncio.get_running_loop().time(), message))
 
     def send_raw(self, text: str) -> None:
         """Send one message exactly as given (for protocol tests)."""
@@ -188,12 +227,18 @@ class Connection:
                         self.first_video_at = asyncio.get_running_loop().time()
                     self.video.put_latest(frame)
                 elif isinstance(frame, av.AudioFrame):
+                    self.audio_until = max(self.audio_until, int(frame.pts or 0) + frame.samples)
                     self.audio.put_latest(frame)
 
     async def video_frames(self) -> AsyncIterator[av.VideoFrame]:
         """Decoded video frames as they arrive (the latest 50 are kept when not read)."""
         while True:
             yield await self.video.get()
+
+    async def animation_messages(self) -> AsyncIterator[tuple[float, Animation]]:
+        """Animation stream messages (HELLO, FRAMES, CUT) with their arrival time, as they come."""
+        while True:
+            yield await self.animation.get()
 
     async def audio_frames(self) -> AsyncIterator[av.AudioFrame]:
         """Decoded audio frames (48 kHz) as they arrive (the latest 10 s are kept when not read)."""

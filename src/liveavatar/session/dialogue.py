@@ -88,7 +88,9 @@ class Dialogue:
         produced = False
         try:
             stream = self.brain.llm.stream(
-                messages, max_tokens=self.brain.settings.max_tokens, temperature=self.brain.settings.temperature,
+                messages,
+                max_tokens=self.brain.settings.max_tokens,
+                temperature=self.brain.settings.temperature,
                 images=images,
             )
             async for delta in stream:
@@ -125,4 +127,3 @@ class Dialogue:
             self.history.append(ChatMessage("assistant", heard))
         # The prompt builder trims to the context; this only bounds memory over a long session.
         del self.history[: max(0, len(self.history) - 64)]
-

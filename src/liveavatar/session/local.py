@@ -32,6 +32,7 @@ from liveavatar.session.host import (
     StageTimed,
 )
 from liveavatar.session.listening import Ears
+from liveavatar.session.puppet import Puppet
 from liveavatar.session.session import Session
 from liveavatar.session.settings import SessionSettings
 from liveavatar.speech.voices import VoiceRegistry
@@ -101,6 +102,13 @@ class LocalHost:
         if spec.knowledge is not None:
             knowledge = Knowledge(spec.knowledge.kb_id, spec.knowledge.prompt, spec.knowledge.prologue)
         session_id = spec.session_id
+        motion = Motion(seed=hash(session_id) & 0xFFFF)
+        # A client-rendered session has no renderer at all: the client draws the face from the stream.
+        source = (
+            Puppet(spec.avatar_id, pack.size, motion)
+            if spec.params.get("render") == "client"
+            else AvatarSource(renderer_for(pack), motion)
+        )
         session = Session(
             session_id,
             spec.owner_id,
@@ -108,7 +116,7 @@ class LocalHost:
                 SessionSettings.from_create(spec.avatar_id, spec.mode_type, spec.params),
                 avatar_voice_id=avatar.voice_id or matching_voice_id(kit.voices, avatar.gender),
             ),
-            source=AvatarSource(renderer_for(pack), Motion(seed=hash(session_id) & 0xFFFF)),
+            source=source,
             voices=kit.voices,
             allow_private_urls=kit.allow_private_urls,
             ears=kit.ears,

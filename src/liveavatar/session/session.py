@@ -34,6 +34,7 @@ from liveavatar.session.avatar import AvatarSource
 from liveavatar.session.conversation import Conversation, voice_for
 from liveavatar.session.dialogue import Brain, Dialogue, Knowledge
 from liveavatar.session.listening import Ears, Listener
+from liveavatar.session.puppet import Puppet
 from liveavatar.session.settings import SessionSettings
 from liveavatar.speech.voices import VoiceRegistry
 from liveavatar.store.sessions import Status
@@ -57,7 +58,7 @@ class Session:
         owner_id: int,
         settings: SessionSettings,
         *,
-        source: AvatarSource,
+        source: AvatarSource | Puppet,
         voices: VoiceRegistry,
         allow_private_urls: bool = False,
         ears: Ears | None = None,
@@ -147,15 +148,19 @@ class Session:
         if self._peer is not None and self._peer.state not in DROPPED_STATES:
             raise NoPermission("this session already has a connected peer; close it before joining again")
         if self._peer is not None:
+            if isinstance(self.source, Puppet):
+                self.source.detach()  # the old peer's channel; the new one attaches when it opens
             await self._peer.aclose()
         peer = Peer(
             self.source,
             self.clock,
             self._ice_servers,
+            video=self.source if isinstance(self.source, AvatarSource) else None,
             on_message=self._on_message,
             on_state=self._on_peer_state,
             on_audio=self._on_microphone,
             on_video=self._on_camera,
+            on_animation=self._start_animation,
         )
         self._peer = peer
         try:
@@ -169,6 +174,11 @@ class Session:
         self.joined = True
         self._cancel_grace()
         return answer
+
+    def _start_animation(self) -> None:
+        """The client opened the animation channel: a client-rendered session streams the face on it."""
+        if isinstance(self.source, Puppet) and self._peer is not None:
+            self.source.attach(self._peer.send_animation, self._peer.audio_rtp_origin)
 
     def _on_peer_state(self, state: str) -> None:
         log.info("session %s: peer %s", self.session_id, state)
@@ -294,6 +304,8 @@ class Session:
                 self.source.motion.start_action(command.action, now)
             if command.expression:
                 self.source.motion.start_expression(command.expression, now)
+            if isinstance(self.source, Puppet):
+                self.source.restart()  # frames sent ahead of the audio did not have the new motion
         self.send_control(ack(command.mid, command.cmd))
 
     async def _expire_partials(self) -> None:
@@ -321,7 +333,10 @@ class Session:
             if command is not None:
                 self.send_control(ack(command.mid, command.cmd, code, f"bgurl: {reason}"))
             return
-        self.source.set_background(background)
+        if isinstance(self.source, Puppet):
+            self.source.show_background(url, background.is_video)  # the client draws it
+        else:
+            self.source.set_background(background)
         if command is not None:
             self.send_control(ack(command.mid, command.cmd))
 
@@ -338,7 +353,8 @@ class Session:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if isinstance(self.source, Puppet):
+            self.source.detach()
         if self._peer is not None:
             await self._peer.aclose()
             self._peer = None
-

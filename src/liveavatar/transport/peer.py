@@ -13,39 +13,50 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCRtpSe
 from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.errors import ParamError
-from liveavatar.media import Clock
+from liveavatar.media import AUDIO_SAMPLES, Clock
+from liveavatar.protocol.animation import ANIMATION_LABEL
 from liveavatar.transport.ice import rtc_configuration
-from liveavatar.transport.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaSource
+from liveavatar.transport.tracks import AudioSource, AvatarAudioTrack, AvatarVideoTrack, MediaSource
 from liveavatar.transport.vp8 import TalkingHeadVp8Encoder, use_encoder
 
 log = logging.getLogger(__name__)
 DROPPED_STATES = frozenset({"failed", "closed"})
 OUTBOX_LIMIT = 1000
 """Messages held until the data channel opens; more are dropped (a client that never opens it)."""
+ANIMATION_BACKLOG = 64 * 1024
+"""Bytes the animation channel may hold unsent; beyond that frames are dropped (a client that stopped reading)."""
 
 
 class Peer:
-    """One WebRTC peer connection; reports messages, state changes and inbound media through callbacks."""
+    """One WebRTC peer connection; reports messages, state changes and inbound media through callbacks.
+
+    With `video` None (a client-rendered session) it sends audio only: no video track, no encoder.
+    """
 
     def __init__(
         self,
-        source: MediaSource,
+        audio: AudioSource,
         clock: Clock,
         ice_servers: Sequence[dict[str, Any]],
         *,
+        video: MediaSource | None,
         on_message: Callable[[str | bytes], None],
         on_state: Callable[[str], None],
         on_audio: Callable[[av.AudioFrame], None] | None = None,
         on_video: Callable[[av.VideoFrame], None] | None = None,
+        on_animation: Callable[[], None] | None = None,
     ) -> None:
         self._pc = RTCPeerConnection(rtc_configuration(ice_servers))
-        self._audio = AvatarAudioTrack(source, clock)
-        self._video = AvatarVideoTrack(source, clock)
+        self._audio = AvatarAudioTrack(audio, clock)
+        self._video = AvatarVideoTrack(video, clock) if video is not None else None
+        self._audio_sender: RTCRtpSender | None = None
         self._on_message = on_message
         self._on_state = on_state
         self._on_audio = on_audio
         self._on_video = on_video
+        self._on_animation = on_animation
         self._channel: RTCDataChannel | None = None
+        self._animation: RTCDataChannel | None = None
         self._outbox: list[str] = []
         self._readers: set[asyncio.Task[None]] = set()
         self._pc.on("datachannel", self._attach_channel)
@@ -62,17 +73,19 @@ class Peer:
         """Accept the client's offer (complete, non-trickle) and return the answer SDP."""
         if "m=application" not in offer_sdp:
             raise ParamError("the offer has no data channel: create it before the offer")
-        for kind in ("audio", "video"):
+        for kind in ("audio", "video") if self._video is not None else ("audio",):
             if f"m={kind}" not in offer_sdp:
                 raise ParamError(f"the offer must receive {kind}: add a recvonly {kind} transceiver")
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise ParamError(f"invalid SDP offer: {exc}") from exc
-        self._pc.addTrack(self._audio)
-        video_sender = self._pc.addTrack(self._video)
-        self._prefer_vp8(video_sender)
-        use_encoder(video_sender, TalkingHeadVp8Encoder())
+        self._audio_sender = self._pc.addTrack(self._audio)
+        if self._video is not None:
+            video_sender = self._pc.addTrack(self._video)
+            self._prefer_vp8(video_sender)
+            use_encoder(video_sender, TalkingHeadVp8Encoder())
+        # Without a video track an offered video m-line is answered inactive (recvonly with a camera).
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         return str(self._pc.localDescription.sdp)
 
@@ -99,6 +112,34 @@ class Peer:
         except Exception:
             log.exception("dropped a %d-character data-channel message that could not be sent", len(text))
 
+    def send_animation(self, data: bytes) -> bool:
+        """Send a binary message on the animation channel; False when it is not open. Never raises.
+
+        A client that stops reading gets its frames dropped past ANIMATION_BACKLOG (True: the stream goes on).
+        """
+        channel = self._animation
+        if channel is None or channel.readyState != "open" or self._closing:
+            return False
+        try:
+            if channel.bufferedAmount <= ANIMATION_BACKLOG:
+                channel.send(data)
+        except Exception:
+            log.exception("dropped a %d-byte animation message that could not be sent", len(data))
+        return True
+
+    def audio_rtp_origin(self) -> int | None:
+        """The RTP timestamp aiortc gives the audio track's pts 0; None until its first packet went out.
+
+        aiortc draws a random origin for each sender and keeps it to itself; the timestamp of the last packet
+        sent and the count of packets (20 ms, one per track frame, from pts 0) give it back.
+        """
+        sender = self._audio_sender
+        count = getattr(sender, "_RTCRtpSender__packet_count", None)
+        last = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
+        if not isinstance(count, int) or not isinstance(last, int) or count < 1:
+            return None
+        return (last - AUDIO_SAMPLES * (count - 1)) % (1 << 32)
+
     def _state_changed(self) -> None:
         # Once the owner closes this peer, its last state changes ("closed") are not news to the owner:
         # reporting them would have it start work (a rejoin wait) that keeps it alive after it closed.
@@ -115,6 +156,9 @@ class Peer:
             log.exception("handling a %d-byte data-channel message failed", len(raw))
 
     def _attach_channel(self, channel: RTCDataChannel) -> None:
+        if channel.label == ANIMATION_LABEL:
+            self._attach_animation(channel)
+            return
         if self._channel is not None:
             return  # one channel carries the stream messages; later ones are ignored
         self._channel = channel
@@ -123,6 +167,24 @@ class Peer:
             self._flush()
         else:
             channel.on("open", self._flush)
+
+    def _attach_animation(self, channel: RTCDataChannel) -> None:
+        if self._animation is not None:
+            return  # one animation channel per peer
+        self._animation = channel
+        if channel.readyState == "open":
+            self._animation_opened()
+        else:
+            channel.on("open", self._animation_opened)
+
+    def _animation_opened(self) -> None:
+        # Called from aiortc's SCTP loop: nothing may escape into it.
+        if self._on_animation is None or self._closing:
+            return
+        try:
+            self._on_animation()
+        except Exception:
+            log.exception("starting the animation stream failed")
 
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, []
@@ -153,7 +215,8 @@ class Peer:
         for task in list(self._readers):
             task.cancel()
         self._audio.stop()
-        self._video.stop()
+        if self._video is not None:
+            self._video.stop()
         with contextlib.suppress(Exception):
             await self._pc.close()
         if self._readers:

@@ -26,7 +26,15 @@ def audio_frame(samples: npt.NDArray[np.int16], index: int) -> av.AudioFrame:
     return frame
 
 
-class MediaSource(Protocol):
+class AudioSource(Protocol):
+    """What a session plays; times are seconds on the session's media clock."""
+
+    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
+        """The AUDIO_SAMPLES mono samples (48 kHz) that start playing at time `t`."""
+        ...
+
+
+class MediaSource(AudioSource, Protocol):
     """What a session shows and plays; times are seconds on the session's media clock."""
 
     @property
@@ -36,10 +44,6 @@ class MediaSource(Protocol):
 
     def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
         """The BGR frame to show at time `t`."""
-        ...
-
-    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
-        """The AUDIO_SAMPLES mono samples (48 kHz) that start playing at time `t`."""
         ...
 
 
@@ -58,7 +62,7 @@ class AvatarAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, source: MediaSource, clock: Clock) -> None:
+    def __init__(self, source: AudioSource, clock: Clock) -> None:
         super().__init__()
         self._source = source
         self._clock = clock
