@@ -34,7 +34,7 @@ from common import (
     spread,
 )
 from liveavatar.llm import LLMSettings, LocalLLM, build_messages
-from liveavatar.llm.local import DEFAULT_THREADS, SMOLLM2_FILE
+from liveavatar.llm.local import SMOLLM2_FILE, auto_threads
 from liveavatar.llm.prompt import MESSAGE_OVERHEAD, REPLY_OVERHEAD
 
 CLIENT_SCRIPT = BENCH_DIR / "dialogue_client.py"
@@ -42,7 +42,7 @@ LANGUAGE = "en"
 """The sessions' language (the server passes it to the prompt builder)."""
 MIN_RATE_TOKENS = 10
 """Answers shorter than this are left out of per-answer tokens/s (too few intervals to time)."""
-SERVER_THREADS = int(os.environ.get("LIVEAVATAR_LLM_THREADS") or DEFAULT_THREADS)
+SERVER_THREADS = int(os.environ.get("LIVEAVATAR_LLM_THREADS") or 0) or auto_threads()
 """The local model's threads in the server (it inherits this process's environment)."""
 OTHER_THREADS = 2 if SERVER_THREADS == 1 else 1
 """The thread count phase 1 compares with the server's."""

@@ -59,7 +59,8 @@ class Metrics:
         self.turn_stage_seconds = Histogram(
             "liveavatar_turn_stage_seconds",
             "Turn stages timed in the session hosts: reply_to_first_sound (chat or transcript -> audio_start), "
-            "tts_first_chunk, speech_end_to_transcript.",
+            "tts_first_chunk, speech_end_to_transcript; in dialogue mode also retrieval, prompt_build, "
+            "llm_first_token and first_clause (first token -> first complete clause).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

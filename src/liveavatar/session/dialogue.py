@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from liveavatar.errors import Code
 from liveavatar.knowledge.index import IndexCache
 from liveavatar.llm import LLM, ChatMessage, LLMError, LLMSettings, build_messages
+from liveavatar.media import Timing, untimed
 from liveavatar.session.turn import Failure, Sentence, TextDelta, TextSource
 from liveavatar.speech.text import SentenceSplitter
 
@@ -67,10 +69,16 @@ class Dialogue:
     history: list[ChatMessage] = field(default_factory=list)
     last_passages: list[str] = field(default_factory=list)
     """The passages retrieved for the latest question (shown by the transcript endpoint)."""
+    timing: Timing = untimed
+    """Reports the stages of each answer: retrieval, prompt_build, llm_first_token, first_clause (first token ->
+    first complete clause or sentence)."""
 
     async def answer(self, user_text: str, *, language: str | None, image: bytes | None) -> TextSource:
         """The answer as a text stream: each LLM delta as generated, each sentence as soon as it is complete."""
+        started = time.perf_counter()
         passages = await self._retrieve(user_text)
+        retrieved = time.perf_counter()
+        self.timing("retrieval", retrieved - started)
         messages = build_messages(
             instructions=self.knowledge.prompt if self.knowledge else "",
             passages=passages,
@@ -83,28 +91,40 @@ class Dialogue:
             # Local: passages in a message of their own keep the prefix stable for llama.cpp's state cache.
             passages_in="turn" if self.brain.settings.backend == "local" else "system",
         )
+        asked = time.perf_counter()
+        self.timing("prompt_build", asked - retrieved)
         splitter = SentenceSplitter()
         images = [image] if image is not None and self.brain.llm.supports_images else []
-        produced = False
+        first_token: float | None = None  # when the first non-blank delta came
+        clause_done = False
         try:
             stream = self.brain.llm.stream(
-                messages, max_tokens=self.brain.settings.max_tokens, temperature=self.brain.settings.temperature,
+                messages,
+                max_tokens=self.brain.settings.max_tokens,
+                temperature=self.brain.settings.temperature,
                 images=images,
             )
             async for delta in stream:
-                produced = produced or bool(delta.strip())
+                if first_token is None and delta.strip():
+                    first_token = time.perf_counter()
+                    self.timing("llm_first_token", first_token - asked)
                 yield TextDelta(delta)
                 for sentence in splitter.feed(delta):
+                    if not clause_done and first_token is not None:
+                        clause_done = True
+                        self.timing("first_clause", time.perf_counter() - first_token)
                     yield Sentence(sentence, shown=True)
         except LLMError as exc:
             log.warning("LLM failed: %s", exc.msg)
             yield Failure(Code.PROCESSING_ERROR, f"the language model failed: {exc.msg}")
-            if not produced:
+            if first_token is None:
                 yield TextDelta(FALLBACK)
                 yield Sentence(FALLBACK, shown=True)
                 return
         rest = splitter.flush()
         if rest:
+            if not clause_done and first_token is not None:
+                self.timing("first_clause", time.perf_counter() - first_token)
             yield Sentence(rest, shown=True)
 
     async def _retrieve(self, query: str) -> list[str]:
@@ -125,4 +145,3 @@ class Dialogue:
             self.history.append(ChatMessage("assistant", heard))
         # The prompt builder trims to the context; this only bounds memory over a long session.
         del self.history[: max(0, len(self.history) - 64)]
-
