@@ -25,7 +25,7 @@ from common import BENCH_DIR, Reply, machine_info, run_bench, spread
 from liveavatar.knowledge.index import KnowledgeIndex
 from liveavatar.llm import LLMSettings, LocalLLM, build_llm
 from liveavatar.llm.local import PACKAGED_MODELS, installed_models, packaged_model_path
-from liveavatar.session.dialogue import Brain, Dialogue, Knowledge
+from liveavatar.session.dialogue import EXCERPT_WORDS, Brain, Dialogue, Knowledge
 from liveavatar.session.turn import Sentence, TextDelta
 
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the shared test corpora
@@ -126,7 +126,9 @@ async def ask(dialogue: Dialogue, question: Question) -> Reply:
     }
 
 
-async def evaluate(name: str, path: Path, index: KnowledgeIndex, threads: int, asked: list[Question]) -> Reply:
+async def evaluate(
+    name: str, path: Path, index: KnowledgeIndex, threads: int, excerpt_words: int, asked: list[Question]
+) -> Reply:
     """Load one model and ask it every question."""
     # generous limits: the bench measures, it does not give up on a busy machine
     settings = LLMSettings(model_path=path, threads=threads, temperature=0.0, first_token_timeout=300, timeout=600)
@@ -135,7 +137,7 @@ async def evaluate(name: str, path: Path, index: KnowledgeIndex, threads: int, a
     model = await asyncio.to_thread(local.load)
     load_s = time.perf_counter() - started
     brain = Brain(build_llm(settings), settings, IndexRetriever(index))
-    dialogue = Dialogue(brain, Knowledge("bench"))
+    dialogue = Dialogue(brain, Knowledge("bench"), excerpt_words=excerpt_words)
     await ask(dialogue, Question("Hello, who are you?", ()))  # warm: the system prompt is in the cache after this
     answers = []
     for question in asked:
@@ -172,8 +174,8 @@ def format_summary(results: Reply) -> str:
     lines = [
         "=" * 110,
         f"grounded QA: {results['questions']} questions over the knowledge-base test corpora ({results['chunks']} "
-        f"chunks, {results['retrieval']}); temperature 0, no history; load average at start "
-        f"{results['machine']['load_average'][0]:.2f}",
+        f"chunks, {results['retrieval']}, {results['excerpt_words'] or 'whole'} words of each passage); "
+        f"temperature 0, no history; load average at start {results['machine']['load_average'][0]:.2f}",
     ]
     for one in results["models"]:
         lines += [
@@ -189,7 +191,7 @@ def format_summary(results: Reply) -> str:
     return "\n".join(lines)
 
 
-async def run(models: list[tuple[str, Path]], threads: int, embeddings: bool) -> Reply:
+async def run(models: list[tuple[str, Path]], threads: int, excerpt_words: int, embeddings: bool) -> Reply:
     """Index the corpora once, then evaluate each model."""
     from liveavatar.knowledge.index import default_embedder
 
@@ -201,11 +203,12 @@ async def run(models: list[tuple[str, Path]], threads: int, embeddings: bool) ->
         "questions": len(asked),
         "chunks": len(chunks),
         "retrieval": "BM25 + MiniLM" if index.embedding_model else "BM25",
+        "excerpt_words": excerpt_words,
         "models": [],
     }
     for name, path in models:
         print(f"{name}: {path.name} ...", flush=True)
-        results["models"].append(await evaluate(name, path, index, threads, asked))
+        results["models"].append(await evaluate(name, path, index, threads, excerpt_words, asked))
     return results
 
 
@@ -219,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads [1]")
     parser.add_argument(
+        "--excerpt-words",
+        type=int,
+        default=EXCERPT_WORDS,
+        help=f"words of each passage in the prompt, 0: whole passages [{EXCERPT_WORDS}, the server's]",
+    )
+    parser.add_argument(
         "--embeddings", action="store_true", help="hybrid retrieval with MiniLM (embeds ~1200 chunks first) [BM25]"
     )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "answers.json")
@@ -228,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         (name, packaged_model_path(name)) if name in PACKAGED_MODELS else (Path(name).stem, Path(name))
         for name in names
     ]
-    return run_bench(run(models, max(1, options.threads), options.embeddings), options.output, format_summary)
+    return run_bench(
+        run(models, max(1, options.threads), max(0, options.excerpt_words), options.embeddings),
+        options.output,
+        format_summary,
+    )
 
 
 if __name__ == "__main__":

@@ -238,7 +238,9 @@ STAGES = (
     ("prompt_build", "prompt built"),
     ("llm_first_token", "prompt -> LLM's first token"),
     ("first_clause", "first token -> first clause complete"),
+    ("reply_to_tts", "question -> clause handed to the TTS"),
     ("tts_first_chunk", "clause -> TTS first chunk"),
+    ("playback_lead", "first chunk queued ahead of the clock"),
     ("reply_to_first_sound", "question -> audio_start on the server"),
 )
 """The server's turn stages (its /metrics), in the order a dialogue answer passes them."""

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpus import QUESTIONS, facts_chunks, plant_chunks, plant_facts, plant_question
+from corpus import FILLER, QUESTIONS, facts_chunks, plant_chunks, plant_facts, plant_question
 from liveavatar.knowledge.chunking import MAX_CHARS, MAX_WORDS, Chunk, chunk_text
+from liveavatar.knowledge.excerpt import excerpt, excerpts
 from liveavatar.knowledge.index import CURRENT, IndexCache, KnowledgeIndex, MiniLM, default_embedder
 
 
@@ -153,3 +154,30 @@ def test_synthetic_200_page_corpus_finds_every_fact() -> None:
     index = KnowledgeIndex.build(plant_chunks(), embedder=None)
     for n, fact in plant_facts().items():
         assert fact in index.search(plant_question(n), k=4)[0].text
+
+
+# --- excerpts ---------------------------------------------------------------------------------------------------
+
+
+def test_excerpts_keep_the_sentence_that_answers(chunks: list[Chunk]) -> None:
+    index = KnowledgeIndex.build(chunks, embedder=None)
+    for question, answer in QUESTIONS.items():
+        passages = [passage.text for passage in index.search(question, k=3)]
+        short = excerpts(passages, question, 30)
+        assert len(short) == len(passages)
+        assert answer in short[0], (question, short[0])
+        assert all(len(text.split()) <= 30 for text in short)
+    table = "product: Plain Lamp\nprice: 19 EUR\n" + " ".join(FILLER) + "\nproduct: Glimmerstone Lamp\nprice: 249 EUR"
+    assert excerpt(table, "What does the Glimmerstone lamp cost?", 12).endswith(
+        "product: Glimmerstone Lamp\nprice: 249 EUR"
+    )
+
+
+def test_excerpt_of_a_short_or_unmatched_passage() -> None:
+    assert excerpt(" Alpha beta gamma. ", "delta", 10) == "Alpha beta gamma."
+    long = " ".join(f"Word{n} sentence number {n}." for n in range(40))
+    assert excerpt(long, "nothing in common", 9) == " ".join(long.split()[:9])  # found by meaning: its start
+    one = "The one long sentence " + "and more " * 30 + "ends here with the fact."
+    assert excerpt(one, "fact", 8).split() == one.split()[:8]  # the best sentence alone is too long: cut
+    with_fact = " ".join(FILLER) + " The Zorblax warranty lasts 17 months. " + " ".join(FILLER)
+    assert "The Zorblax warranty lasts 17 months." in excerpt(with_fact, "zorblax warranty", 20)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from liveavatar.errors import Code
+from liveavatar.knowledge.excerpt import excerpts
 from liveavatar.knowledge.index import IndexCache
 from liveavatar.llm import LLM, ChatMessage, LLMError, LLMSettings, build_messages
 from liveavatar.media import Timing, untimed
@@ -17,7 +18,10 @@ from liveavatar.speech.text import SentenceSplitter
 log = logging.getLogger(__name__)
 FALLBACK = "Sorry, I can't answer that right now. Please try again in a moment."
 """Spoken when the LLM fails, so the user is never left in silence."""
-PASSAGES = 4
+PASSAGES = 3
+EXCERPT_WORDS = 50
+"""Words of each retrieved passage that go into the prompt (its sentences that match the question best): every
+prompt token delays the local model's first word, and small models answer better from the matching sentence."""
 
 
 class Retriever(Protocol):
@@ -69,6 +73,8 @@ class Dialogue:
     history: list[ChatMessage] = field(default_factory=list)
     last_passages: list[str] = field(default_factory=list)
     """The passages retrieved for the latest question (shown by the transcript endpoint)."""
+    excerpt_words: int = EXCERPT_WORDS
+    """Words of each passage in the prompt (0: whole passages)."""
     timing: Timing = untimed
     """Reports the stages of each answer: retrieval, prompt_build, llm_first_token, first_clause (first token ->
     first complete clause or sentence)."""
@@ -81,7 +87,7 @@ class Dialogue:
         self.timing("retrieval", retrieved - started)
         messages = build_messages(
             instructions=self.knowledge.prompt if self.knowledge else "",
-            passages=passages,
+            passages=excerpts(passages, user_text, self.excerpt_words) if self.excerpt_words else passages,
             language=language,
             history=self.history,
             user_text=user_text,
