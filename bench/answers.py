@@ -25,7 +25,7 @@ from common import BENCH_DIR, Reply, machine_info, run_bench, spread
 from liveavatar.knowledge.index import KnowledgeIndex
 from liveavatar.llm import LLMSettings, LocalLLM, build_llm
 from liveavatar.llm.local import PACKAGED_MODELS, installed_models, packaged_model_path
-from liveavatar.session.dialogue import EXCERPT_WORDS, Brain, Dialogue, Knowledge
+from liveavatar.session.dialogue import EXCERPT_WORDS, PASSAGES, Brain, Dialogue, Knowledge
 from liveavatar.session.turn import Sentence, TextDelta
 
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the shared test corpora
@@ -127,9 +127,15 @@ async def ask(dialogue: Dialogue, question: Question) -> Reply:
 
 
 async def evaluate(
-    name: str, path: Path, index: KnowledgeIndex, threads: int, excerpt_words: int, asked: list[Question]
+    name: str,
+    path: Path,
+    index: KnowledgeIndex,
+    threads: int,
+    passages: tuple[int, int],
+    asked: list[Question],
 ) -> Reply:
-    """Load one model and ask it every question."""
+    """Load one model and ask it every question (`passages`: how many, and words of each)."""
+    passages, excerpt_words = passages
     # generous limits: the bench measures, it does not give up on a busy machine
     settings = LLMSettings(model_path=path, threads=threads, temperature=0.0, first_token_timeout=300, timeout=600)
     local = LocalLLM(model_path=path, threads=threads)
@@ -137,7 +143,7 @@ async def evaluate(
     model = await asyncio.to_thread(local.load)
     load_s = time.perf_counter() - started
     brain = Brain(build_llm(settings), settings, IndexRetriever(index))
-    dialogue = Dialogue(brain, Knowledge("bench"), excerpt_words=excerpt_words)
+    dialogue = Dialogue(brain, Knowledge("bench"), passages=passages, excerpt_words=excerpt_words)
     await ask(dialogue, Question("Hello, who are you?", ()))  # warm: the system prompt is in the cache after this
     answers = []
     for question in asked:
@@ -174,7 +180,8 @@ def format_summary(results: Reply) -> str:
     lines = [
         "=" * 110,
         f"grounded QA: {results['questions']} questions over the knowledge-base test corpora ({results['chunks']} "
-        f"chunks, {results['retrieval']}, {results['excerpt_words'] or 'whole'} words of each passage); "
+        f"chunks, {results['retrieval']}, {results['passages']} passages, "
+        f"{results['excerpt_words'] or 'whole'} words of each); "
         f"temperature 0, no history; load average at start {results['machine']['load_average'][0]:.2f}",
     ]
     for one in results["models"]:
@@ -191,7 +198,9 @@ def format_summary(results: Reply) -> str:
     return "\n".join(lines)
 
 
-async def run(models: list[tuple[str, Path]], threads: int, excerpt_words: int, embeddings: bool) -> Reply:
+async def run(
+    models: list[tuple[str, Path]], threads: int, passages: int, excerpt_words: int, embeddings: bool
+) -> Reply:
     """Index the corpora once, then evaluate each model."""
     from liveavatar.knowledge.index import default_embedder
 
@@ -203,12 +212,13 @@ async def run(models: list[tuple[str, Path]], threads: int, excerpt_words: int, 
         "questions": len(asked),
         "chunks": len(chunks),
         "retrieval": "BM25 + MiniLM" if index.embedding_model else "BM25",
+        "passages": passages,
         "excerpt_words": excerpt_words,
         "models": [],
     }
     for name, path in models:
         print(f"{name}: {path.name} ...", flush=True)
-        results["models"].append(await evaluate(name, path, index, threads, excerpt_words, asked))
+        results["models"].append(await evaluate(name, path, index, threads, (passages, excerpt_words), asked))
     return results
 
 
@@ -221,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated packaged model names ({', '.join(PACKAGED_MODELS)}) or GGUF paths [installed ones]",
     )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads [1]")
+    parser.add_argument(
+        "--passages", type=int, default=PASSAGES, help=f"passages retrieved per question [{PASSAGES}, the server's]"
+    )
     parser.add_argument(
         "--excerpt-words",
         type=int,
@@ -238,7 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
     ]
     return run_bench(
-        run(models, max(1, options.threads), max(0, options.excerpt_words), options.embeddings),
+        run(
+            models,
+            max(1, options.threads),
+            max(1, options.passages),
+            max(0, options.excerpt_words),
+            options.embeddings,
+        ),
         options.output,
         format_summary,
     )

@@ -73,6 +73,8 @@ class Dialogue:
     history: list[ChatMessage] = field(default_factory=list)
     last_passages: list[str] = field(default_factory=list)
     """The passages retrieved for the latest question (shown by the transcript endpoint)."""
+    passages: int = PASSAGES
+    """Passages retrieved for each question."""
     excerpt_words: int = EXCERPT_WORDS
     """Words of each passage in the prompt (0: whole passages)."""
     timing: Timing = untimed
@@ -138,7 +140,7 @@ class Dialogue:
         if self.knowledge is None or self.brain.retriever is None:
             return []
         try:
-            self.last_passages = await self.brain.retriever.search(self.knowledge.kb_id, query, PASSAGES)
+            self.last_passages = await self.brain.retriever.search(self.knowledge.kb_id, query, self.passages)
         except Exception:
             log.exception("retrieval from knowledge base %s failed", self.knowledge.kb_id)
         return self.last_passages
