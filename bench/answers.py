@@ -25,7 +25,7 @@ from common import BENCH_DIR, Reply, machine_info, run_bench, spread
 from liveavatar.knowledge.index import KnowledgeIndex
 from liveavatar.llm import LLMSettings, LocalLLM, build_llm
 from liveavatar.llm.local import PACKAGED_MODELS, installed_models, packaged_model_path
-from liveavatar.session.dialogue import EXCERPT_WORDS, PASSAGES, Brain, Dialogue, Knowledge
+from liveavatar.session.dialogue import EXCERPT_WORDS, LOCAL_PASSAGES, Brain, Dialogue, Knowledge
 from liveavatar.session.turn import Sentence, TextDelta
 
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the shared test corpora
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads [1]")
     parser.add_argument(
-        "--passages", type=int, default=PASSAGES, help=f"passages retrieved per question [{PASSAGES}, the server's]"
+        "--passages", type=int, default=LOCAL_PASSAGES, help=f"passages per question [{LOCAL_PASSAGES}, the server's]"
     )
     parser.add_argument(
         "--excerpt-words",
