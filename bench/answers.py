@@ -166,6 +166,7 @@ async def evaluate(
         "retrieved": sum(bool(a["passage_found"]) for a in answers if a["passage_found"] is not None)
         / max(1, sum(a["passage_found"] is not None for a in answers)),
         "words": column("words"),
+        "mean_words": sum(a["words"] for a in answers) / len(answers),
         "retrieval_ms": column("retrieval_ms"),
         "prompt_ms": column("prompt_ms"),
         "first_token_ms": column("first_token_ms"),
@@ -189,7 +190,7 @@ def format_summary(results: Reply) -> str:
             f"{one['model']:<22} {one['file']} ({one['size_mb']:.0f} MB, {one['threads']} thread(s), load "
             f"{one['load_s']:.1f} s)",
             f"  accuracy {one['accuracy'] * 100:.0f}%, spoken-style {one['spoken'] * 100:.0f}%, mean "
-            f"{one['words']['mean']:.1f} words (right passage retrieved {one['retrieved'] * 100:.0f}%)",
+            f"{one['mean_words']:.1f} words (right passage retrieved {one['retrieved'] * 100:.0f}%)",
             f"  median: retrieval {one['retrieval_ms']['median']:.0f} ms, prompt {one['prompt_ms']['median']:.1f} ms, "
             f"first token {one['first_token_ms']['median']:.0f} ms (p95 {one['first_token_ms']['p95']:.0f}), "
             f"first clause {one['first_clause_ms']['median']:.0f} ms, whole answer {one['total_ms']['median']:.0f} ms",
