@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/dialogue.py [--questions N] [--listen S]
 
-Phase 1 loads the server's default LLM (`liveavatar.llm.LocalLLM`: llama.cpp with the packaged SmolLM2) in
-this process, no server running, and times first token and tokens per second on the same questions and the
-same prompt the server builds. Phase 2 starts its own `liveavatar serve` on loopback (temporary data dir) and
-asks a dialogue-mode session (mode_type 2) the questions from a client process (bench/dialogue_client.py):
-question -> first bot text, first sentence, audio_start and first sound at the client. Prints numbers, asserts
-nothing, writes bench/results/dialogue.json. Everything it starts is stopped, even on Ctrl-C.
+Phase 1 loads the server's LLM (`liveavatar.llm.LocalLLM`: llama.cpp with the packaged model named by
+LIVEAVATAR_LLM_LOCAL_MODEL, SmolLM2 by default) in this process, no server running, and times first token and
+tokens per second on the same questions and the same prompt the server builds. Phase 2 starts its own
+`liveavatar serve` on loopback (temporary data dir) and asks a dialogue-mode session (mode_type 2) the
+questions from a client process (bench/dialogue_client.py): question -> first bot text, first sentence,
+audio_start and first sound at the client, and the server's own stages from its /metrics (retrieval, prompt
+build, first token, first clause, TTS first chunk). Prints numbers, asserts nothing, writes
+bench/results/dialogue.json. Everything it starts is stopped, even on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import httpx
 
 from common import (
     BENCH_DIR,
@@ -34,7 +39,7 @@ from common import (
     spread,
 )
 from liveavatar.llm import LLMSettings, LocalLLM, build_messages
-from liveavatar.llm.local import DEFAULT_THREADS, SMOLLM2_FILE
+from liveavatar.llm.local import DEFAULT_LOCAL_MODEL, auto_threads
 from liveavatar.llm.prompt import MESSAGE_OVERHEAD, REPLY_OVERHEAD
 
 CLIENT_SCRIPT = BENCH_DIR / "dialogue_client.py"
@@ -42,8 +47,10 @@ LANGUAGE = "en"
 """The sessions' language (the server passes it to the prompt builder)."""
 MIN_RATE_TOKENS = 10
 """Answers shorter than this are left out of per-answer tokens/s (too few intervals to time)."""
-SERVER_THREADS = int(os.environ.get("LIVEAVATAR_LLM_THREADS") or DEFAULT_THREADS)
+SERVER_THREADS = int(os.environ.get("LIVEAVATAR_LLM_THREADS") or 0) or auto_threads()
 """The local model's threads in the server (it inherits this process's environment)."""
+SERVER_MODEL = os.environ.get("LIVEAVATAR_LLM_LOCAL_MODEL") or DEFAULT_LOCAL_MODEL
+"""The packaged local model the server runs."""
 OTHER_THREADS = 2 if SERVER_THREADS == 1 else 1
 """The thread count phase 1 compares with the server's."""
 WARMUP_QUESTION = "Hello! Who are you?"
@@ -181,7 +188,7 @@ async def measure_llm(texts: list[str], options: Options, cores: int) -> tuple[L
     loads_s: dict[int, float] = {}
     colds: dict[int, Reply] = {}
     for threads in options.llm_threads:
-        models[threads] = LocalLLM(threads=threads, context_tokens=settings.context_tokens)
+        models[threads] = LocalLLM(local_model=SERVER_MODEL, threads=threads, context_tokens=settings.context_tokens)
         started = time.perf_counter()
         await asyncio.to_thread(models[threads].load)
         loads_s[threads] = time.perf_counter() - started
@@ -225,6 +232,42 @@ async def wait_quiet(pid: int, *, below_pct: float = 15.0, window: float = 1.0, 
 
 # --- phase 2: dialogue mode through the server ---------------------------------------------------
 
+STAGE_SAMPLE = re.compile(r'^liveavatar_turn_stage_seconds_(sum|count)\{stage="([a-z_]+)"\} ([0-9.eE+-]+)$', re.M)
+STAGES = (
+    ("retrieval", "question -> passages"),
+    ("prompt_build", "prompt built"),
+    ("llm_first_token", "prompt -> LLM's first token"),
+    ("first_clause", "first token -> first clause complete"),
+    ("reply_to_tts", "question -> clause handed to the TTS"),
+    ("tts_first_chunk", "clause -> TTS first chunk"),
+    ("playback_lead", "first chunk queued ahead of the clock"),
+    ("reply_to_first_sound", "question -> audio_start on the server"),
+)
+"""The server's turn stages (its /metrics), in the order a dialogue answer passes them."""
+
+
+async def stage_totals(server: ServerProcess) -> dict[str, tuple[float, float]]:
+    """Seconds summed and samples counted per turn stage, from the server's /metrics."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        text = (await client.get(f"{server.url}/metrics")).text
+    totals: dict[str, list[float]] = {}
+    for kind, stage, value in STAGE_SAMPLE.findall(text):
+        totals.setdefault(stage, [0.0, 0.0])[0 if kind == "sum" else 1] = float(value)
+    return {stage: (pair[0], pair[1]) for stage, pair in totals.items()}
+
+
+def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> Reply:
+    """Mean ms per stage over the samples taken between two scrapes."""
+    means: Reply = {}
+    for stage, (total, count) in after.items():
+        total_before, count_before = before.get(stage, (0.0, 0.0))
+        if count > count_before:
+            means[stage] = {
+                "mean_ms": (total - total_before) / (count - count_before) * 1000,
+                "n": count - count_before,
+            }
+    return means
+
 
 def seen_rate(answer: Reply, llm: LocalLLM) -> float | None:
     """Tokens per second of the server's LLM as the bot text arrived at the client (first to last chunk)."""
@@ -240,9 +283,13 @@ async def measure_dialogue(
 ) -> Reply:
     """Phase 2: question -> first bot text / first sentence / audio_start / first sound, one question at a time."""
     client = await pool.first()
+    # The client asks the warm-up question first: its stages are in this scrape's difference too, but it is one
+    # sample of nine, and the figures are means.
+    stages_before = await stage_totals(server)
     before = CpuSnapshot.take(server.pid, pool.pids)
     reply = await client.request("ask", timeout=900.0, questions=texts, warmup=WARMUP_QUESTION, listen=listen)
     cpu = CpuUse.between(before, CpuSnapshot.take(server.pid, pool.pids))
+    stages = stage_means(stages_before, await stage_totals(server))
     answers: list[Reply] = reply["answers"]
 
     def column(key: str) -> list[float]:
@@ -256,6 +303,7 @@ async def measure_dialogue(
         "sentence_to_sound_ms": spread(
             [a["first_sound_ms"] - a["first_sentence_ms"] for a in answers if a["first_sentence_ms"] is not None]
         ),
+        "server_stages": stages,
         "cold": reply["cold"],
         "listen_s": listen,
         "server_cpu_pct": cpu.server,
@@ -311,6 +359,9 @@ def format_summary(results: Reply) -> str:
         talk["audio_start_ms"],
         talk["sentence_to_sound_ms"],
     )
+    playback = spread(
+        [a["first_sound_ms"] - a["audio_start_ms"] for a in talk["raw"] if a["audio_start_ms"] is not None]
+    )
     seen = talk["server_tokens_per_s"]
     alone = next((one for one in llm["by_threads"] if one["threads"] == llm["server_threads"]), llm["by_threads"][0])
     lines = [
@@ -327,6 +378,15 @@ def format_summary(results: Reply) -> str:
         f"  split            -> 1st bot text median {ms(chat['median'])} (p95 {ms(chat['p95'])}); -> 1st sentence "
         f"complete {ms(sentence['median'])} (p95 {ms(sentence['p95'])}); -> audio_start {ms(start['median'])} "
         f"(p95 {ms(start['p95'])})",
+        "  server stages    "
+        + "; ".join(
+            f"{label} {talk['server_stages'][stage]['mean_ms']:.0f} ms"
+            for stage, label in STAGES
+            if stage in talk.get("server_stages", {})
+        )
+        + " (means, from its /metrics)",
+        f"                   audio_start -> 1st sound at the client median {ms(playback['median'])} "
+        f"(p95 {ms(playback['p95'])}): ~60 ms schedule lead, Opus, transport, client jitter buffer",
         f"                   1st sentence complete -> 1st sound median {ms(after['median'])} (p95 {ms(after['p95'])}): "
         "Piper on that sentence while the LLM goes on, ~60 ms schedule lead, Opus, client jitter buffer",
         f"  server LLM       {seen['median']:.1f} tokens/s median as the bot text reached the client (n={seen['n']}; "
@@ -352,7 +412,7 @@ async def run(options: Options) -> Reply:
     texts = questions(options.questions)
     print(f"{cores} cores, load average {load_start[0]:.2f}", flush=True)
     print(
-        f"phase 1, LLM alone: {SMOLLM2_FILE} in this process ({'/'.join(map(str, options.llm_threads))} threads), "
+        f"phase 1, LLM alone: {SERVER_MODEL} in this process ({'/'.join(map(str, options.llm_threads))} threads), "
         f"{len(texts) * options.llm_repeats} answers of at most {options.llm_max_tokens} tokens ...",
         flush=True,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import tempfile
 import time
@@ -22,6 +21,9 @@ from typing import Any
 import numpy as np
 
 from common import BENCH_DIR, Reply, machine_info, run_bench
+
+sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the shared test corpora
+from corpus import plant_chunks, plant_facts, plant_question  # noqa: E402
 
 PARTS = ("piper", "espeak", "llm", "vad", "whisper", "knowledge")
 PARAGRAPH = (
@@ -160,27 +162,15 @@ async def whisper() -> Reply:
 
 async def knowledge() -> Reply:
     """BM25 index and query times over a synthetic ~200-page corpus; MiniLM per chunk and per query."""
-    from liveavatar.knowledge.chunking import chunk_text
     from liveavatar.knowledge.index import KnowledgeIndex, default_embedder
 
-    rng = random.Random(1)
-    vocabulary = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ti") for b in range(400)]
-    facts = {n: f"Unit {n} of the Obrexa plant stores {n * 7 + 3} crates of kelvane." for n in range(0, 200, 10)}
-    chunks = []
-    for page in range(200):
-        words = [rng.choice(vocabulary) for _ in range(450)]
-        paragraphs = [" ".join(words[i : i + 75]) + "." for i in range(0, 450, 75)]
-        if page in facts:
-            paragraphs.insert(2, facts[page])
-        chunks.extend(chunk_text("\n\n".join(paragraphs), f"page-{page}"))
+    chunks = plant_chunks()
+    facts = plant_facts()
     started = time.perf_counter()
     index = KnowledgeIndex.build(chunks, embedder=None)
     indexed = _since(started)
     started = time.perf_counter()
-    found = sum(
-        fact in index.search(f"How many crates of kelvane does unit {n} store?", k=4)[0].text
-        for n, fact in facts.items()
-    )
+    found = sum(fact in index.search(plant_question(n), k=4)[0].text for n, fact in facts.items())
     results: Reply = {
         "chunks": len(chunks),
         "bm25_index_ms": indexed * 1000,
@@ -194,7 +184,7 @@ async def knowledge() -> Reply:
         model.embed(sample)
         per_chunk = _since(started) / len(sample)
         started = time.perf_counter()
-        model.embed(["How many crates of kelvane does unit 40 store?"])
+        model.embed([plant_question(40)])
         results["minilm"] = {
             "ms_per_chunk": per_chunk * 1000,
             "whole_corpus_s": per_chunk * len(chunks),

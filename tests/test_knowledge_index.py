@@ -2,62 +2,21 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corpus import FILLER, QUESTIONS, facts_chunks, plant_chunks, plant_facts, plant_question
 from liveavatar.knowledge.chunking import MAX_CHARS, MAX_WORDS, Chunk, chunk_text
+from liveavatar.knowledge.excerpt import excerpt, excerpts
 from liveavatar.knowledge.index import CURRENT, IndexCache, KnowledgeIndex, MiniLM, default_embedder
-
-FILLER = [
-    "Our company builds household devices and supports them for many years after the sale.",
-    "Customers can reach the service team by mail or by phone, and every device ships with a printed guide.",
-    "Standard warranty terms apply to accessories for six months unless a local law says otherwise.",
-    "Spare parts are available from authorised dealers in most countries and regions.",
-    "Returns are accepted within thirty days when the packaging is undamaged and complete.",
-    "The annual report lists revenue, staff numbers and the opening of new regional offices.",
-]
-
-FACTS = {
-    "manual": "The Zorblax warranty lasts 17 months from the date of purchase.",
-    "handbook": "Employees of Quillfeather Labs receive 23 vacation days per year.",
-    "prices": "product: Glimmerstone Lamp\nprice: 249 EUR\ncolor: teal",
-    "faq": "faq answer: Imogen Parsley founded the Velotrax company in 1987.",
-    "stores": "city: Tromsø\nmanager: Oskar Brandvold",
-    "release": "The Nimbus-9 firmware adds support for the Krellic protocol.",
-    "support": "The support hotline for Pemberton devices is open from 7am to 3pm on Saturdays.",
-    "about": "The Sprocketville museum owns 412 antique bicycles.",
-}
-
-QUESTIONS = {
-    "How long is the Zorblax warranty?": "17 months",
-    "How many vacation days do Quillfeather employees get?": "23 vacation days",
-    "What does the Glimmerstone lamp cost?": "249 EUR",
-    "Who founded Velotrax?": "Imogen Parsley",
-    "Who manages the store in Tromsø?": "Oskar Brandvold",
-    "Which protocol does the Nimbus-9 firmware support?": "Krellic",
-    "When is the Pemberton support hotline open on Saturday?": "7am to 3pm",
-    "How many antique bicycles does the Sprocketville museum have?": "412",
-}
-
-
-def corpus_chunks() -> list[Chunk]:
-    """Eight documents, each several paragraphs of shared filler with one distinctive fact in the middle."""
-    rng = random.Random(7)
-    chunks = []
-    for name, fact in FACTS.items():
-        paragraphs = [" ".join(rng.sample(FILLER, 4)) for _ in range(6)]
-        paragraphs.insert(3, fact)
-        chunks.extend(chunk_text("\n\n".join(paragraphs), name, target_words=60, max_words=90, overlap_words=15))
-    return chunks
 
 
 @pytest.fixture(scope="module")
 def chunks() -> list[Chunk]:
-    return corpus_chunks()
+    return facts_chunks()
 
 
 def _embedder() -> MiniLM:
@@ -192,16 +151,33 @@ def test_cache_without_embeddings_searches_bm25_only(chunks: list[Chunk], tmp_pa
 
 def test_synthetic_200_page_corpus_finds_every_fact() -> None:
     """A ~200-page corpus: each fact is the first passage for its question (the times: bench/models.py)."""
-    rng = random.Random(1)
-    vocabulary = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ti") for b in range(400)]
-    facts = {n: f"Unit {n} of the Obrexa plant stores {n * 7 + 3} crates of kelvane." for n in range(0, 200, 10)}
-    chunks = []
-    for page in range(200):
-        words = [rng.choice(vocabulary) for _ in range(450)]
-        paragraphs = [" ".join(words[i : i + 75]) + "." for i in range(0, 450, 75)]
-        if page in facts:
-            paragraphs.insert(2, facts[page])
-        chunks.extend(chunk_text("\n\n".join(paragraphs), f"page-{page}"))
+    index = KnowledgeIndex.build(plant_chunks(), embedder=None)
+    for n, fact in plant_facts().items():
+        assert fact in index.search(plant_question(n), k=4)[0].text
+
+
+# --- excerpts ---------------------------------------------------------------------------------------------------
+
+
+def test_excerpts_keep_the_sentence_that_answers(chunks: list[Chunk]) -> None:
     index = KnowledgeIndex.build(chunks, embedder=None)
-    for n, fact in facts.items():
-        assert fact in index.search(f"How many crates of kelvane does unit {n} store?", k=4)[0].text
+    for question, answer in QUESTIONS.items():
+        passages = [passage.text for passage in index.search(question, k=3)]
+        short = excerpts(passages, question, 30)
+        assert len(short) == len(passages)
+        assert answer in short[0], (question, short[0])
+        assert all(len(text.split()) <= 30 for text in short)
+    table = "product: Plain Lamp\nprice: 19 EUR\n" + " ".join(FILLER) + "\nproduct: Glimmerstone Lamp\nprice: 249 EUR"
+    assert excerpt(table, "What does the Glimmerstone lamp cost?", 12).endswith(
+        "product: Glimmerstone Lamp\nprice: 249 EUR"
+    )
+
+
+def test_excerpt_of_a_short_or_unmatched_passage() -> None:
+    assert excerpt(" Alpha beta gamma. ", "delta", 10) == "Alpha beta gamma."
+    long = " ".join(f"Word{n} sentence number {n}." for n in range(40))
+    assert excerpt(long, "nothing in common", 9) == " ".join(long.split()[:9])  # found by meaning: its start
+    one = "The one long sentence " + "and more " * 30 + "ends here with the fact."
+    assert excerpt(one, "fact", 8).split() == one.split()[:8]  # the best sentence alone is too long: cut
+    with_fact = " ".join(FILLER) + " The Zorblax warranty lasts 17 months. " + " ".join(FILLER)
+    assert "The Zorblax warranty lasts 17 months." in excerpt(with_fact, "zorblax warranty", 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from liveavatar.llm import (  # noqa: E402
     build_messages,
     estimate_tokens,
 )
+from liveavatar.llm.local import (  # noqa: E402
+    PACKAGED_MODELS,
+    PackagedModel,
+    auto_threads,
+    installed_models,
+    packaged_model_path,
+)
 from liveavatar.llm.prompt import PassagesIn  # noqa: E402
+from liveavatar.session.dialogue import Brain, Dialogue  # noqa: E402
+from liveavatar.session.turn import Sentence  # noqa: E402
 
 QUESTION = [
     ChatMessage("system", "You are a helpful assistant. Answer in one or two short sentences."),
@@ -187,3 +197,53 @@ def test_estimate_errs_high_against_the_real_tokenizer(local: LocalLLM) -> None:
     prose = Path(__file__).read_text()  # a mix of prose and code
     print(f"\nestimate / SmolLM2 tokens on this file: {estimate_tokens(prose) / local.count_tokens(prose):.2f}")
     assert estimate_tokens(prose) >= local.count_tokens(prose)
+
+
+def test_packaged_model_in_pieces_is_joined_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: LocalLLM
+) -> None:
+    whole = local.load().path.read_bytes()
+    cut = len(whole) // 3
+    for number, piece in enumerate((whole[:cut], whole[cut:]), 1):  # two packages of one piece each
+        package = tmp_path / "site" / f"la_test_part{number}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / f"part{number}.bin").write_bytes(piece)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    monkeypatch.setitem(
+        PACKAGED_MODELS,
+        "split-test",
+        PackagedModel(("la_test_part1", "la_test_part2"), ("data/part1.bin", "data/part2.bin"), "split.gguf"),
+    )
+    assert "split-test" in installed_models()
+    joined = packaged_model_path("split-test", cache_dir=tmp_path / "cache")
+    assert joined == tmp_path / "cache" / "split.gguf" and joined.read_bytes() == whole
+    written = joined.stat().st_mtime_ns
+    assert packaged_model_path("split-test", cache_dir=tmp_path / "cache").stat().st_mtime_ns == written
+    assert list((tmp_path / "cache").iterdir()) == [joined]  # no partial file left behind
+
+    monkeypatch.setitem(PACKAGED_MODELS, "absent", PackagedModel(("la_no_such_part",), ("model.gguf",)))
+    assert "absent" not in installed_models()
+    with pytest.raises(LLMError, match="pip install la-no-such-part"):
+        packaged_model_path("absent")
+    with pytest.raises(LLMError, match="unknown local model"):
+        LocalLLM(local_model="no-such-model").load()
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)])
+def test_auto_threads_leave_cores_to_speech_and_media(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert auto_threads() == threads
+
+
+async def test_dialogue_reports_each_stage_before_the_first_sound(local: LocalLLM) -> None:
+    stages: list[tuple[str, float]] = []
+    settings = LLMSettings(max_tokens=48, temperature=0.0)
+    dialogue = Dialogue(Brain(local, settings), timing=lambda stage, seconds: stages.append((stage, seconds)))
+    items = [item async for item in dialogue.answer("What is the capital of France?", language="en", image=None)]
+    assert any(isinstance(item, Sentence) for item in items)
+    assert [stage for stage, _ in stages] == ["retrieval", "prompt_build", "llm_first_token", "first_clause"]
+    assert all(seconds >= 0 for _, seconds in stages)

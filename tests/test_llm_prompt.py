@@ -163,7 +163,7 @@ def test_passages_in_their_own_turn_keep_a_stable_prefix() -> None:
     assert one[:-2] == two[:-2] == none[:-1]  # system prompt and history: the same prefix every turn
     assert one[0].content == system_prompt("You are Anna.", "en")
     assert one[-2].role == "system" and one[-2].content.startswith("Use the reference passages")
-    assert "[1] The pool opens at 7 am." in one[-2].content
+    assert one[-2].content.endswith("Reference passage:\nThe pool opens at 7 am.")  # one passage: no "[1]" to echo
     assert one[-1] == ChatMessage("user", "When does the pool open?")
     assert none[-1] == ChatMessage("user", "Thanks!")
     assert _prompt_tokens(two) + 200 <= 2048
@@ -181,7 +181,7 @@ def test_turn_layout_without_history_is_one_system_message() -> None:
         passages_in="turn",
     )
     assert [m.role for m in messages] == ["system", "user"]
-    assert "[1] A fact." in messages[0].content
+    assert messages[0].content.endswith("Reference passage:\nA fact.")
     assert messages[1].content == "Wait\nHm?"
 
 
@@ -195,7 +195,7 @@ def test_an_oversized_best_passage_is_cut_not_dropped() -> None:
         context_tokens=1024,
         max_answer_tokens=100,
     )
-    assert "[1] start of a long manual" in messages[0].content
+    assert "Reference passage:\nstart of a long manual" in messages[0].content
     assert _prompt_tokens(messages) + 100 <= 1024
 
 

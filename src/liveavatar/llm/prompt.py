@@ -173,6 +173,9 @@ def passages_part(passages: Sequence[str]) -> str:
     """The passages with the rule for using them, as added to the system prompt (nothing for none)."""
     if not passages:
         return ""
+    if len(passages) == 1:
+        # Unnumbered: small models echo a lone "[1] ..." passage into the spoken answer.
+        return f"\n\n{PASSAGES_RULE}\n\nReference passage:\n{passages[0].strip()}"
     numbered = "\n\n".join(f"[{index}] {passage.strip()}" for index, passage in enumerate(passages, 1))
     return f"\n\n{PASSAGES_RULE}\n\nReference passages:\n{numbered}"
 

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Final
 
 from liveavatar.llm.base import LLM, LLMError
-from liveavatar.llm.local import DEFAULT_CONTEXT_TOKENS, DEFAULT_STATE_CACHE_BYTES, DEFAULT_THREADS, LocalLLM
+from liveavatar.llm.local import (
+    DEFAULT_CONTEXT_TOKENS,
+    DEFAULT_LOCAL_MODEL,
+    DEFAULT_STATE_CACHE_BYTES,
+    DEFAULT_THREADS,
+    LocalLLM,
+)
 from liveavatar.llm.openai import OpenAILLM
 from liveavatar.llm.resilience import WithRetries, WithTimeout
 
@@ -23,7 +29,9 @@ class LLMSettings:
     backend: str = "local"
     """A key of LLM_FACTORIES: `local` (llama.cpp) or `openai` (any OpenAI-compatible server)."""
     model_path: Path | None = None
-    """GGUF file for `local`; the packaged SmolLM2-135M-Instruct when unset."""
+    """GGUF file for `local`; when unset, the packaged model named by `local_model`."""
+    local_model: str = DEFAULT_LOCAL_MODEL
+    """A key of PACKAGED_MODELS: which installed packaged model `local` runs."""
     base_url: str = "http://127.0.0.1:8000/v1"
     """Base URL of the OpenAI-compatible API (the part before `/chat/completions`)."""
     model: str = ""
@@ -43,7 +51,7 @@ class LLMSettings:
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     """Context window: the local model is loaded with it; for `openai`, the server model's window."""
     threads: int = DEFAULT_THREADS
-    """CPU threads of the local model."""
+    """CPU threads of the local model; 0: half the usable cores, at most 4 (1 on a 2-core box)."""
     state_cache_mb: int = DEFAULT_STATE_CACHE_BYTES >> 20
     """RAM for the local model's saved conversation states (0: none): makes sessions taking turns cheap."""
 
@@ -51,6 +59,7 @@ class LLMSettings:
 def _local(settings: LLMSettings) -> LLM:
     return LocalLLM(
         model_path=settings.model_path,
+        local_model=settings.local_model,
         context_tokens=settings.context_tokens,
         threads=settings.threads,
         state_cache_bytes=settings.state_cache_mb << 20,

@@ -90,7 +90,7 @@ class Session:
             settings=lambda: self.settings,
             send_chat=self._pacer.push_chat,
             send_event=self.send_control,
-            dialogue=Dialogue(brain, knowledge) if brain is not None else None,
+            dialogue=Dialogue(brain, knowledge, timing=timing) if brain is not None else None,
             camera=lambda: self.latest_camera,
             timing=timing,
         )
