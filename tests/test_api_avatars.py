@@ -168,6 +168,9 @@ def test_video_url_builds_a_loop_avatar(private_ok: Deployment, files: tuple[str
     assert pack.kind == "loop" and pack.loop is not None and len(pack.loop.frames) == 75
     assert (private_ok.server.data_dir / "avatars" / "custom" / ready["_id"] / "clip").is_file()  # for rebuilds
     assert face_in_session(private_ok.server, alice, "gracevideo") == 1
+    # browsers draw photo avatars only: a client-rendered session with a video avatar is refused up front
+    refused = alice.post(SESSION, {"avatar_id": "gracevideo", "render": "client"})
+    assert refused["code"] == 1003 and "video" in refused["msg"], refused
 
 
 def test_failures_end_at_status_4_with_a_plain_reason(private_ok: Deployment, files: tuple[str, Path]) -> None:

@@ -60,6 +60,9 @@ def session_view(row: SessionRow, services: Services, base: str) -> dict[str, An
 
 async def _check_references(body: SessionCreate, owner_id: int, services: Services) -> None:
     await services.avatar_jobs.check_usable(body.avatar_id, owner_id)
+    avatar = services.avatars.get(body.avatar_id, owner_id)
+    if body.render == "client" and avatar is not None and services.avatars.is_video(avatar.pack_key):
+        raise ParamError(f"avatar {body.avatar_id!r} is built from a video: render 'client' draws photo avatars only")
     if body.voice_id is not None and services.voices.get(body.voice_id) is None:
         raise NotFound(f"voice {body.voice_id!r} does not exist")
     if body.language is not None and not services.voices.speaks(body.language):

@@ -11,11 +11,10 @@ from fastapi.responses import FileResponse, Response
 
 from liveavatar.api.auth import ServicesDep, resolve_key, usable
 from liveavatar.errors import AuthInvalid, NotFound
-from liveavatar.render.webpack import WebPackFile, ensure_web_pack
+from liveavatar.render.webpack import WEB_PACK_PATH, WebPackFile, ensure_web_pack
 from liveavatar.services import Services
 
 router = APIRouter(tags=["catalog"])
-WEB_PACK_PATH = "/api/open/v3/avatar/web-pack/{avatar_id}"
 CACHE_CONTROL = "private, max-age=300"
 """Custom avatars are their owner's: shared caches must not keep them; browsers revalidate with the ETag."""
 MEDIA_TYPE = "application/vnd.liveavatar.web-pack"

@@ -249,6 +249,11 @@ class AvatarRegistry:
                 pack = self._packs[key] = self._load_or_build(self._avatars[key])
             return pack
 
+    def is_video(self, key: str) -> bool:
+        """Whether the avatar was built from a video (its pack plays the kept clip)."""
+        avatar = self.by_key(key)
+        return avatar is not None and not avatar.official and (self.folder(key) / "clip").is_file()
+
     def pack_path(self, key: str) -> Path:
         """Where the avatar's pack file is cached (written the first time pack() builds it)."""
         return self._pack_path(key)
@@ -264,11 +269,10 @@ class AvatarRegistry:
         from liveavatar.render.builder import build_pack, build_video_pack  # needs mediapipe: only when building
 
         log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
-        clip = None if avatar.official else self.folder(avatar.pack_key) / "clip"
-        if clip is not None and clip.is_file():  # a video avatar: its loop is rebuilt from the kept clip
+        if self.is_video(avatar.pack_key):  # a video avatar: its loop is rebuilt from the kept clip
             from liveavatar.avatars.intake import read_portrait
 
-            data = clip.read_bytes()
+            data = (self.folder(avatar.pack_key) / "clip").read_bytes()
             portrait = read_portrait(data)
             pack = build_video_pack(
                 data,

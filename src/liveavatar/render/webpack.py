@@ -27,6 +27,8 @@ from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, TEETH_SPAN, Avatar
 from liveavatar.render.renderer import MAX_ROLL, MAX_SHIFT, MAX_TURN
 
 WEB_PACK_VERSION = 1
+WEB_PACK_PATH = "/api/open/v3/avatar/web-pack/{avatar_id}"
+"""Where the API serves an avatar's web pack (api/webpack.py); HELLO messages point browsers to it."""
 MAGIC = b"LAWP"
 _ALIGN = 8
 

@@ -20,6 +20,7 @@ from liveavatar.media import AUDIO_RATE, AUDIO_SAMPLES
 from liveavatar.protocol.animation import Hello, encode_cut, encode_frames, encode_hello
 from liveavatar.render.face import FaceState
 from liveavatar.render.motion import Motion
+from liveavatar.render.webpack import WEB_PACK_PATH
 from liveavatar.session.speaker import Speaker
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ MOUTH_REACH = int(0.15 * AUDIO_RATE)
 """How long before its sound queued speech may move the mouth (lip-sync lead and coarticulation)."""
 RTP_WAIT = 50
 """Audio frames to wait for the audio's RTP timestamp base before starting the stream without it (1 s)."""
-WEB_PACK_PATH = "/api/open/v3/avatar/web-pack/{avatar_id}"
 
 SendAnimation = Callable[[bytes], bool]
 """Sends one binary message on the animation channel; False when it could not go (never raises)."""
