@@ -74,8 +74,16 @@ def _snap_seam(img: U8, lm: F64, m: Mesh) -> F64:
     return out
 
 
-TEETH_SIZE = (20, 48)
+TEETH_SIZE = (24, 96)
 """Teeth texture rows x columns; rows span TEETH_SPAN below the seam, columns the mouth's width."""
+
+TOOTH_EDGES = np.array([0.0, 0.125, 0.215, 0.29, 0.35, 0.4, 0.45, 0.5])
+"""Where one upper tooth meets the next, |u| in mouth widths from the midline (centrals, laterals, canines,
+premolars, molars; narrower outward as the arch turns away)."""
+_TOOTH_TIP = np.array([0.085, 0.074, 0.078, 0.066, 0.06, 0.055, 0.05])
+"""Each tooth's length below the seam, mouth widths (centrals longest, the canine's point a little lower)."""
+_TOOTH_TINT = np.array([1.0, 0.97, 0.94, 0.95, 0.93, 0.92, 0.92])
+"""Each tooth's brightness (the canines a little yellower and darker)."""
 
 
 def _teeth_grid(m: Mesh, seam: tuple[F64, F64]) -> tuple[F64, F64, F64]:
@@ -127,18 +135,41 @@ def _sclera_color(img: U8, lm: F64) -> F64:
 
 
 def synthetic_teeth(img: U8, lm: F64) -> U8:
-    """Upper teeth coloured from the eye whites: tips scalloped, darker toward the corners and the tips."""
+    """Upper teeth coloured from the eye whites, drawn tooth by tooth so the band does not read as one strip.
+
+    Each tooth is a rounded blade: lighter in its middle than at its sides (it is convex), its incisal corners
+    rounded so a small dark notch opens between neighbours at the tips, a faint shadow line where two teeth
+    touch, a greyer translucent tip and a warmer neck under the lip. Darker toward the mouth's corners.
+    """
     m = Mesh(lm)
     up = np.array(UPPER_INNER)
     u, v, v_seam = _teeth_grid(m, (m.u[up], m.v[up]))
     below = (v - v_seam) * m.mw
-    # centrals longest, then laterals and canines; a slight scallop marks the teeth without dark gaps
-    widths = np.abs(u) / 0.085
-    tip = m.mw * (0.085 - 0.02 * np.clip(np.abs(u) / 0.3, 0, 1) ** 2 - 0.006 * np.abs(np.sin(np.pi * widths)) ** 3)
-    shade = (1 - 0.55 * np.clip(np.abs(u) / 0.42, 0, 1) ** 2) * (1 - 0.25 * np.clip(below / tip, 0, 1) ** 3)
-    shade *= 1 - 0.05 * np.abs(np.sin(np.pi * widths)) ** 8
-    color = np.clip(_sclera_color(img, lm)[None, None, :] * shade[..., None], 0, 255)
-    a = np.clip(tip - below + 0.5, 0.0, 1.0) * (1 - smoothstep(0.22, 0.42, np.abs(u)))
+    au = np.abs(u)
+    k = np.clip(np.searchsorted(TOOTH_EDGES, au, side="right") - 1, 0, len(_TOOTH_TIP) - 1)
+    width = TOOTH_EDGES[k + 1] - TOOTH_EDGES[k]
+    s = np.clip((au - TOOTH_EDGES[k]) / width, 0.0, 1.0)  # 0 at the tooth's midline side, 1 at its outer side
+    across = 2 * s - 1  # -1..1 across one tooth
+    # px to the nearest neighbour (the midline is a neighbour of both centrals)
+    to_gap = np.minimum(s, 1 - s) * width * m.mw
+    corner = 0.22 * width * m.mw
+    rounding = corner - np.sqrt(np.maximum(corner**2 - np.maximum(corner - to_gap, 0) ** 2, 0))
+    tip = _TOOTH_TIP[k] * m.mw - rounding
+    tip -= np.where(k == 2, 0.25 * width * m.mw * np.abs(across), 0.0)  # the canine comes to a point
+    t = np.clip(below / np.maximum(tip, 1e-6), 0, 1)  # 0 at the seam, 1 at the tip
+    shade = (1 - 0.5 * np.clip(au / 0.42, 0, 1) ** 2) * _TOOTH_TINT[k]
+    shade *= 1 - 0.1 * across**2  # convex: the sides turn away from the light
+    shade *= 1 - 0.32 * np.exp(-((to_gap / max(0.45, 0.006 * m.mw)) ** 2)) * (0.55 + 0.45 * t)  # contact line
+    shade *= 1 - 0.12 * t**4  # the tip turns back into the mouth's shadow
+    base = _sclera_color(img, lm)
+    color = base[None, None, :] * shade[..., None]
+    # translucent incisal edge (greyer, a touch blue) and a warmer neck (yellower) under the lip
+    edge = np.clip((t - 0.72) / 0.28, 0, 1)[..., None] * 0.35
+    color = color + (color.mean(-1, keepdims=True) * np.array([1.02, 0.96, 0.9]) - color) * edge
+    neck = np.clip(1 - t / 0.3, 0, 1)[..., None] * 0.12
+    color = color + (color * np.array([0.82, 0.97, 1.03]) - color) * neck
+    color = np.clip(color, 0, 255)
+    a = np.clip(tip - below + 0.5, 0.0, 1.0) * (1 - smoothstep(0.26, 0.46, au))
     return np.dstack([color, a * 255]).round().astype(np.uint8)
 
 
@@ -189,8 +220,8 @@ def eyelid(img: U8, lm: F64, k: int) -> EyeLid:
     gy, gx = np.mgrid[0 : crop.shape[0], 0 : crop.shape[1]].astype(np.float32)
     shift = (bot - top + band + 1.5).astype(np.float32)[None, :]
     borrowed = cv2.remap(grain, gx, np.maximum(gy - shift, 0), cv2.INTER_LINEAR)
-    skin += np.clip(0.8 * borrowed, -10, 10) * (hole[..., None] > 0)  # grain, not edges
-    lid = np.clip(skin[pad:-pad, pad:-pad] * 0.95, 0, 255).astype(np.uint8)
+    skin += np.clip(1.1 * borrowed, -12, 12) * (hole[..., None] > 0)  # grain, not edges
+    lid_f = skin[pad:-pad, pad:-pad]
     line = np.zeros(crop.shape[:2], np.uint8)
     cv2.polylines(line, [np.round((upper - [x0 - pad, y0 - pad]) * 16).astype(np.int32)], False, (1,), 2, cv2.LINE_8, 4)
     lashes = crop[line > 0].astype(np.float64)
@@ -200,6 +231,8 @@ def eyelid(img: U8, lm: F64, k: int) -> EyeLid:
     closed = bot - 0.12 * (bot - top)
     outer_end = upper[0, 0] if k == 0 else upper[-1, 0]
     t_outer = 1 - np.abs(xs - outer_end) / max(float(np.ptp(upper[:, 0])), 1.0)
+    shading = _lid_shading(len(lid_f), np.asarray(top - y0, np.float64), closed - y0, xs, upper)[..., None]
+    lid = np.clip(lid_f * shading * _LID_TINT, 0, 255).astype(np.uint8)
     ends = np.clip(np.minimum(xs - upper[:, 0].min(), upper[:, 0].max() - xs) / 2.0, 0, 1)
     return EyeLid(
         x0,
@@ -211,6 +244,27 @@ def eyelid(img: U8, lm: F64, k: int) -> EyeLid:
         (np.median(dark, axis=0) * 0.8).astype(np.float32),
         band,
     )
+
+
+_LID_TINT = np.array([0.96, 0.98, 1.0], np.float32)
+"""A closed lid's thin skin shows a little more blood than the brow's: slightly warmer (BGR factors)."""
+
+
+def _lid_shading(rows: int, top: F64, closed: F64, xs: F64, upper: F64) -> F32:
+    """Brightness of a closed lid over the eyeball (rows x columns of the lid patch, about 0.8..1.0).
+
+    The lid is a dome: brightest a third of the way down from the open lid's line, where it bulges over the
+    cornea; darker down toward the lash line, where it turns under, and toward both corners, where it turns
+    back into the socket. Inpainted skin alone is flat, and a flat lid is what gives a photo blink away.
+    """
+    y = np.arange(rows, dtype=np.float64)[:, None]
+    t = (y - top[None, :]) / np.maximum(closed - top, 1.0)[None, :]
+    x0, x1 = float(upper[:, 0].min()), float(upper[:, 0].max())
+    c = np.clip((xs - (x0 + x1) / 2) / max((x1 - x0) / 2, 1.0), -1.0, 1.0)[None, :]
+    dome = 0.91 + 0.07 * np.exp(-(((t - 0.35) / 0.4) ** 2))
+    turn_under = 1 - 0.1 * np.clip(t, 0, 1) ** 2.5
+    corners = 1 - 0.09 * c**4
+    return np.asarray(dome * turn_under * corners, np.float32)
 
 
 def _lash_band(img: U8, upper: F64) -> float:
