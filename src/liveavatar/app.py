@@ -24,6 +24,7 @@ from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.llm import build_llm
+from liveavatar.memory import freeze_startup
 from liveavatar.metrics import Metrics, TimedLLM, TimedRetriever
 from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
@@ -110,6 +111,13 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+async def warm(services: Services) -> None:
+    """Load the speech models, then keep what start-up loaded out of the garbage collector's way."""
+    if services.load_models is not None:
+        await asyncio.to_thread(services.load_models)
+    freeze_startup()
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app; services start and stop with its lifespan."""
     services = build_services(settings)
@@ -122,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
         await services.avatar_jobs.start()
         services.knowledge.resume(await services.store.knowledge.all())
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
-        warm_up = asyncio.create_task(asyncio.to_thread(services.load_models or (lambda: None)), name="warm-up")
+        warm_up = asyncio.create_task(warm(services), name="warm-up")
         revocations = asyncio.create_task(enforce_revocations(services), name="revocations")
         try:
             yield
