@@ -74,8 +74,9 @@ async def test_a_closed_session_is_freed_when_it_closes_not_at_a_later_full_coll
     """A talking server's memory grew for as long as it ran (bench/soak.py: ~23 MB/min, issue 15).
 
     A session's peer and renderer are reference cycles, so only the cyclic collector frees them; the
-    million objects a server loads at start put its full collections off for many minutes, so each
-    closed session's memory stayed in use until then. The host frees a session when it closes it.
+    ~220 k objects a server loads at start put its full collections off for several closed sessions,
+    whose memory stayed in use (and grew the malloc arenas) until then. The host frees a session when it
+    closes it.
     """
     host = LocalHost("h", kit, HostLimits(join_timeout=60.0, rejoin_grace=20.0))
     client = RTCPeerConnection()

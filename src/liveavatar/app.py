@@ -112,10 +112,12 @@ def build_services(settings: Settings) -> Services:
 
 
 async def warm(services: Services) -> None:
-    """Load the speech models, then keep what start-up loaded out of the garbage collector's way."""
+    """Load the speech models, then keep them out of the garbage collector's way (unless sessions started
+    meanwhile: frozen objects are never collected)."""
     if services.load_models is not None:
         await asyncio.to_thread(services.load_models)
-    freeze_startup()
+    if services.director.live_count == 0:
+        freeze_startup()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -129,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
         await services.director.start()
         await services.avatar_jobs.start()
         services.knowledge.resume(await services.store.knowledge.all())
+        freeze_startup()  # no session exists yet
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
         warm_up = asyncio.create_task(warm(services), name="warm-up")
         revocations = asyncio.create_task(enforce_revocations(services), name="revocations")

@@ -1,19 +1,19 @@
 """Memory hygiene for the long-running processes that hold sessions (the API process and session workers).
 
-Measured with bench/soak.py and a probe in the server process (issue 15), two causes made a talking
-server's resident memory grow for as long as it ran:
+Measured with bench/soak.py (2 talking sessions, churn and fuzz, 4 min) and a probe in the server process
+(mallinfo2, gc object counts by type, chains of referrers), two causes made its resident memory ratchet up:
 
+- glibc's allocator fragmented across threads: media encoding, TTS and the pipe readers run in many threads,
+  each with its own malloc arena (up to 8 per core), and the freed space of frames and speech stayed in
+  those arenas: free-but-kept bytes grew 120 -> 207 MB while the bytes in use stayed ~280-300 MB. With two
+  arenas the free part stayed ~20-55 MB. `tune_allocator()` caps the arenas at two (what
+  MALLOC_ARENA_MAX=2 does) and `release_memory()` hands free pages back to the system (malloc_trim).
 - Closed sessions were freed late. A session's peer (aiortc: RTP receivers with 1000-bucket rate
-  counters, codecs, DTLS) and its renderer form reference cycles, so only a full (generation-2)
-  collection frees them; the ~1 M objects the models and imports leave in the heap put that collection
-  off for as long as a long soak, so every closed session's memory stayed in use until then.
-  `release_memory()` after a session ends runs the collection then, and `freeze_startup()` moves what
-  was loaded at start out of the collector's way so that this collection is cheap.
-- glibc's allocator fragmented across threads: media encoding, TTS and the pipe readers run in many
-  threads, each with its own malloc arena (up to 8 per core), and the freed space of 20 ms frames stayed
-  in those arenas (~190 MB free but unreturned after four minutes with two sessions, against ~45 MB with
-  two arenas). `tune_allocator()` caps the arenas at two (what MALLOC_ARENA_MAX=2 does) and
-  `release_memory()` hands free heap pages back to the system (malloc_trim).
+  counters, codecs, DTLS) and its renderer are reference cycles, which only a full collection frees; with
+  the ~220 k objects start-up leaves in the heap, that waits for ~55 k new survivors (several closed
+  sessions: up to 6 closed peers were seen waiting) and then walks everything (1-3 s on a busy 2-core
+  box). Meanwhile the arenas grow to hold them. `release_memory()` runs the collection when a session
+  ends, and `freeze_startup()` moves the start-up objects out of its way, so that it takes ~0 ms.
 
 Everything here is a no-op where glibc is not the C library.
 """
@@ -62,8 +62,9 @@ def tune_allocator() -> None:
 def freeze_startup() -> None:
     """Move every object alive now (imports, loaded models) out of the cyclic collector's work.
 
-    Call once, after start-up and before any session exists: frozen objects are never collected, and a
-    full collection then only walks what sessions allocated.
+    Call when no session exists (before the first, and again once the models are loaded if none started
+    meanwhile): frozen objects are never collected, and a full collection then only walks what sessions
+    allocated.
     """
     gc.collect()
     gc.freeze()

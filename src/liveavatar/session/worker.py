@@ -147,11 +147,13 @@ async def _serve(conn: Connection, config: WorkerConfig) -> None:
     forwarder = asyncio.create_task(forward(), name="forward-events")
     channel.start()
     await asyncio.to_thread(kit.avatars.prepare)  # packs come from the cache the API process filled
+    freeze_startup()  # no session exists yet
     channel.notify(READY)
 
     async def warm() -> None:
         await asyncio.to_thread(load_models, kit)
-        freeze_startup()
+        if not (await host.stats()).live_sessions:  # frozen objects are never collected
+            freeze_startup()
 
     warm_up = asyncio.create_task(warm(), name="warm-up")
     lost = asyncio.create_task(channel.lost.wait(), name="pipe-lost")
