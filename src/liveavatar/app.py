@@ -24,7 +24,7 @@ from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.llm import build_llm
-from liveavatar.memory import freeze_startup
+from liveavatar.memory import freeze_startup, trim_periodically
 from liveavatar.metrics import Metrics, TimedLLM, TimedRetriever
 from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
@@ -135,11 +135,13 @@ def create_app(settings: Settings) -> FastAPI:
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
         warm_up = asyncio.create_task(warm(services), name="warm-up")
         revocations = asyncio.create_task(enforce_revocations(services), name="revocations")
+        trimming = asyncio.create_task(trim_periodically(), name="trim")
         try:
             yield
         finally:
             revocations.cancel()
-            await asyncio.gather(warm_up, revocations, return_exceptions=True)
+            trimming.cancel()
+            await asyncio.gather(warm_up, revocations, trimming, return_exceptions=True)
             await services.avatar_jobs.aclose()
             await services.director.aclose()
             await services.knowledge.aclose()

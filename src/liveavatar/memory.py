@@ -23,6 +23,7 @@ Everything here is a no-op where glibc is not the C library.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 M_ARENA_MAX = -8
 """mallopt() parameter number of the arena cap (glibc malloc.h)."""
 ARENA_MAX = 2
+TRIM_EVERY = 10.0
+"""Seconds between two malloc_trim calls in a process that holds sessions."""
 
 
 @cache
@@ -73,9 +76,25 @@ def freeze_startup() -> None:
     gc.freeze()
 
 
-def release_memory() -> None:
-    """Free what ended sessions left in reference cycles now, and hand free heap pages back to the system."""
-    gc.collect()
+def trim() -> None:
+    """Hand free heap pages back to the system (glibc keeps freed memory in its arenas until asked)."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+async def trim_periodically(every: float = TRIM_EVERY) -> None:
+    """Trim every `every` seconds, in a thread (malloc_trim runs without the GIL), until cancelled.
+
+    Speech synthesis frees tens of MB of tensors after every sentence; without this they stay in the
+    arenas between session ends.
+    """
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(trim)
+
+
+def release_memory() -> None:
+    """Free what ended sessions left in reference cycles now, and hand free heap pages back to the system."""
+    gc.collect()
+    trim()

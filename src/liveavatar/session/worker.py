@@ -19,7 +19,7 @@ from typing import Any
 from liveavatar.config import Settings
 from liveavatar.errors import LiveAvatarError
 from liveavatar.llm import ChatMessage, LLMError, LLMSettings, estimate_tokens
-from liveavatar.memory import freeze_startup, tune_allocator
+from liveavatar.memory import freeze_startup, trim_periodically, tune_allocator
 from liveavatar.session.channel import Channel
 from liveavatar.session.dialogue import Brain
 from liveavatar.session.host import HostGone, SessionSpec
@@ -156,6 +156,7 @@ async def _serve(conn: Connection, config: WorkerConfig) -> None:
             freeze_startup()
 
     warm_up = asyncio.create_task(warm(), name="warm-up")
+    trimming = asyncio.create_task(trim_periodically(), name="trim")
     lost = asyncio.create_task(channel.lost.wait(), name="pipe-lost")
     stop = asyncio.create_task(stopped.wait(), name="stopped")
     await asyncio.wait([lost, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -163,6 +164,6 @@ async def _serve(conn: Connection, config: WorkerConfig) -> None:
         log.warning("the API process is gone: closing this worker's sessions")
         await host.aclose()
         await forwarder
-    for task in (lost, stop):
+    for task in (lost, stop, trimming):
         task.cancel()
-    await asyncio.gather(warm_up, lost, stop, return_exceptions=True)
+    await asyncio.gather(warm_up, lost, stop, trimming, return_exceptions=True)
