@@ -269,6 +269,22 @@ def growth(start: float, end: float) -> float | None:
     return round(100 * (end - start) / start, 2) if start else None
 
 
+def thirds(warm: list[Reply]) -> Reply:
+    """Mean RSS over the first and the last third of the samples after warm-up, and the growth between them.
+
+    One sample can land inside a sentence's synthesis (tens of MB of tensors, freed right after) or between
+    two: the means of many samples show a trend that first-vs-last can hide or invent.
+    """
+    third = max(1, len(warm) // 3)
+    first = sum(s["rss_mb"] for s in warm[:third]) / third
+    last = sum(s["rss_mb"] for s in warm[-third:]) / third
+    return {
+        "rss_first_third_mb": round(first, 1),
+        "rss_last_third_mb": round(last, 1),
+        "rss_trend_pct": growth(first, last),
+    }
+
+
 def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, statuses: list[int]) -> Reply:
     """The run's figures: RSS after warm-up, continuity, errors."""
     warm = [s for s in samples if s["t_s"] >= args.warmup] or samples[-1:]
@@ -287,6 +303,7 @@ def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, st
         "anon_after_warmup_mb": warm[0]["anon_mb"],
         "anon_end_mb": warm[-1]["anon_mb"],
         "anon_growth_pct": growth(warm[0]["anon_mb"], warm[-1]["anon_mb"]),
+        **thirds(warm),
         "fps_min": min(w["fps"] for w in windows),
         "video_gap_max_ms": max(w["video_gap_max_ms"] for w in windows),
         "video_gaps_over_200ms": sum(w["video_gaps"] for w in windows),
@@ -308,6 +325,8 @@ def format_summary(results: Reply) -> str:
         f"  RSS after warm-up {results['rss_after_warmup_mb']} MB -> end {results['rss_end_mb']} MB "
         f"({results['rss_growth_pct']} %), max {results['rss_max_mb']} MB; anonymous {results['anon_after_warmup_mb']} "
         f"-> {results['anon_end_mb']} MB ({results['anon_growth_pct']} %)",
+        f"  RSS mean over the first third after warm-up {results['rss_first_third_mb']} MB, over the last third "
+        f"{results['rss_last_third_mb']} MB ({results['rss_trend_pct']} %)",
         f"  video: min {results['fps_min']} fps per window, largest gap {results['video_gap_max_ms']} ms, "
         f"{results['video_gaps_over_200ms']} gaps > 200 ms, {results['missing_frames']} frames missing",
         f"  audio: min {results['audio_fps_min']} frames/s per window, largest gap {results['audio_gap_max_ms']} ms, "
