@@ -29,6 +29,8 @@ from liveavatar.security import generate_key, hash_key, key_prefix
 from liveavatar.store import Store
 
 SESSIONS = "/api/open/v4/liveAvatar/session"
+WATCHED = ("Session", "Peer", "RTCPeerConnection", "Renderer", "Turn", "Speaker")
+"""Objects a closed session must not leave behind (counted by type name at the end)."""
 
 
 def rss_mb() -> float:
@@ -72,6 +74,9 @@ async def measure(args: argparse.Namespace) -> None:
                     conn = await Connection.join(session["credentials"], ice_hosts=["127.0.0.1"])
                     for _ in range(5):
                         await asyncio.wait_for(conn.video.get(), 15)
+                    if args.talk:  # what bench/soak.py's churn loop does: a reply started, then interrupted
+                        conn.send_chat("A short hello from the churn loop.")
+                        await conn.interrupt()
                 await http.post(f"{url}/close", json={"id": session["_id"]})
                 if conn is not None:
                     await conn.aclose()
@@ -88,7 +93,9 @@ async def measure(args: argparse.Namespace) -> None:
                     gc.collect()
                     print(f"  after {number:>4} cycles: {rss_mb():.0f} MB", flush=True)
             await asyncio.sleep(2)
-            gc.collect()
+            started = time.perf_counter()
+            found = gc.collect()
+            print(f"a full collection found {found} objects in {(time.perf_counter() - started) * 1000:.0f} ms")
             end_rss = rss_mb()
             print(
                 f"join={args.join} cycles={args.cycles}: RSS {start_rss:.0f} -> {end_rss:.0f} MB, "
@@ -99,6 +106,8 @@ async def measure(args: argparse.Namespace) -> None:
                 for task in asyncio.all_tasks()
             )
             print(f"tasks alive: {sum(names.values())}: {names.most_common(8)}")
+            kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+            print("objects alive: " + ", ".join(f"{name} {kinds[name]}" for name in WATCHED))
     finally:
         server.should_exit = True
         await serving
@@ -109,6 +118,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-join", dest="join", action="store_false", help="create and close without joining")
+    parser.add_argument("--talk", action="store_true", help="start a reply and interrupt it before closing")
     asyncio.run(measure(parser.parse_args()))
 
 

@@ -67,10 +67,11 @@ FUZZ: tuple[str | bytes, ...] = (
 )
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process, MB: all of it (VmRSS), or only its anonymous pages (RssAnon: without the
+    model and library files it maps, whose pages count as resident as they are first read)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -221,7 +222,8 @@ async def soak(args: argparse.Namespace) -> Reply:
                 start = time.monotonic()
                 end = start + args.minutes * 60
                 print(
-                    f"{'t_s':>6} {'rss_mb':>8} {'fps_min':>7} {'vgap_ms':>8} {'afps_min':>8} {'agap_ms':>8} "
+                    f"{'t_s':>6} {'rss_mb':>8} {'anon_mb':>8} {'fps_min':>7} {'vgap_ms':>8} "
+                    f"{'afps_min':>8} {'agap_ms':>8} "
                     f"{'errors':>6} {'acks':>6} {'missing':>7} {'churn':>9}"
                 )
                 while time.monotonic() < end:
@@ -230,12 +232,14 @@ async def soak(args: argparse.Namespace) -> Reply:
                     sample = {
                         "t_s": round(time.monotonic() - start, 1),
                         "rss_mb": round(rss_mb(server.pid), 1),
+                        "anon_mb": round(rss_mb(server.pid, "RssAnon"), 1),
                         "sessions": windows,
                         **counts.totals(),
                     }
                     samples.append(sample)
                     print(
-                        f"{sample['t_s']:>6.0f} {sample['rss_mb']:>8.1f} {min(w['fps'] for w in windows):>7.1f} "
+                        f"{sample['t_s']:>6.0f} {sample['rss_mb']:>8.1f} {sample['anon_mb']:>8.1f} "
+                        f"{min(w['fps'] for w in windows):>7.1f} "
                         f"{max(w['video_gap_max_ms'] for w in windows):>8.0f} "
                         f"{min(w['audio_fps'] for w in windows):>8.1f} "
                         f"{max(w['audio_gap_max_ms'] for w in windows):>8.0f} "
@@ -260,6 +264,27 @@ async def soak(args: argparse.Namespace) -> Reply:
     return summarize(args, samples, counts, statuses)
 
 
+def growth(start: float, end: float) -> float | None:
+    """Percent change from start to end."""
+    return round(100 * (end - start) / start, 2) if start else None
+
+
+def thirds(warm: list[Reply]) -> Reply:
+    """Mean RSS over the first and the last third of the samples after warm-up, and the growth between them.
+
+    One sample can land inside a sentence's synthesis (tens of MB of tensors, freed right after) or between
+    two: the means of many samples show a trend that first-vs-last can hide or invent.
+    """
+    third = max(1, len(warm) // 3)
+    first = sum(s["rss_mb"] for s in warm[:third]) / third
+    last = sum(s["rss_mb"] for s in warm[-third:]) / third
+    return {
+        "rss_first_third_mb": round(first, 1),
+        "rss_last_third_mb": round(last, 1),
+        "rss_trend_pct": growth(first, last),
+    }
+
+
 def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, statuses: list[int]) -> Reply:
     """The run's figures: RSS after warm-up, continuity, errors."""
     warm = [s for s in samples if s["t_s"] >= args.warmup] or samples[-1:]
@@ -274,7 +299,11 @@ def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, st
         "rss_after_warmup_mb": rss_start,
         "rss_end_mb": rss_end,
         "rss_max_mb": max(s["rss_mb"] for s in samples),
-        "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2) if rss_start else None,
+        "rss_growth_pct": growth(rss_start, rss_end),
+        "anon_after_warmup_mb": warm[0]["anon_mb"],
+        "anon_end_mb": warm[-1]["anon_mb"],
+        "anon_growth_pct": growth(warm[0]["anon_mb"], warm[-1]["anon_mb"]),
+        **thirds(warm),
         "fps_min": min(w["fps"] for w in windows),
         "video_gap_max_ms": max(w["video_gap_max_ms"] for w in windows),
         "video_gaps_over_200ms": sum(w["video_gaps"] for w in windows),
@@ -294,7 +323,10 @@ def format_summary(results: Reply) -> str:
         f"soak: {results['sessions']} talking sessions x {results['minutes']} min, churn every "
         f"{results['churn_every_s']} s, {results['fuzz_per_second']} junk messages/s per session",
         f"  RSS after warm-up {results['rss_after_warmup_mb']} MB -> end {results['rss_end_mb']} MB "
-        f"({results['rss_growth_pct']} %), max {results['rss_max_mb']} MB",
+        f"({results['rss_growth_pct']} %), max {results['rss_max_mb']} MB; anonymous {results['anon_after_warmup_mb']} "
+        f"-> {results['anon_end_mb']} MB ({results['anon_growth_pct']} %)",
+        f"  RSS mean over the first third after warm-up {results['rss_first_third_mb']} MB, over the last third "
+        f"{results['rss_last_third_mb']} MB ({results['rss_trend_pct']} %)",
         f"  video: min {results['fps_min']} fps per window, largest gap {results['video_gap_max_ms']} ms, "
         f"{results['video_gaps_over_200ms']} gaps > 200 ms, {results['missing_frames']} frames missing",
         f"  audio: min {results['audio_fps_min']} frames/s per window, largest gap {results['audio_gap_max_ms']} ms, "

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Two malloc arenas instead of 8 per core: the media threads fragmented the others (liveavatar/memory.py).
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec .venv/bin/liveavatar serve "$@"

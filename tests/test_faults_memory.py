@@ -5,15 +5,27 @@ report the state "closed", which the session took for a dropped client and answe
 rejoin wait after it had closed; that task held the whole session (renderer, buffers) for the rejoin
 grace, ~3.6-4.8 MB per cycle (bench/churn_memory.py measures it). A peer that is being closed reports
 nothing to its owner any more.
+
+Talking sessions (bench/soak.py, issue 15): closed sessions waited for a distant full collection, and
+glibc's per-thread arenas fragmented; liveavatar/memory.py has the measurements and the fixes.
 """
 
 from __future__ import annotations
 
+import gc
+import weakref
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCPeerConnection
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from liveavatar.media import AUDIO_SAMPLES, MediaClock
+from liveavatar.render.avatars import AvatarRegistry
+from liveavatar.session.host import SessionSpec
+from liveavatar.session.local import HostLimits, LocalHost, SessionKit
+from liveavatar.speech.voices import VoiceRegistry, discover_voices
 from liveavatar.transport.peer import Peer
 
 
@@ -48,3 +60,42 @@ async def test_a_peer_being_closed_reports_no_state_to_its_owner() -> None:
         await client.close()
     assert "closed" not in states  # the owner would take it for a dropped client and wait for a rejoin
     assert messages == []
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory, pack_dir: Path) -> SessionKit:
+    """A host's shared parts, as a worker builds them (no listening models: nothing here listens)."""
+    avatars = AvatarRegistry(tmp_path_factory.mktemp("avatars"), pack_dir)
+    avatars.prepare([avatars.get("astronaut").pack_key])  # type: ignore[union-attr]
+    return SessionKit(avatars=avatars, voices=VoiceRegistry(discover_voices()), ice_servers=[])
+
+
+async def test_a_closed_session_is_freed_when_it_closes_not_at_a_later_full_collection(kit: SessionKit) -> None:
+    """A talking server's memory grew for as long as it ran (bench/soak.py: ~23 MB/min, issue 15).
+
+    A session's peer and renderer are reference cycles, so only the cyclic collector frees them; the
+    ~220 k objects a server loads at start put its full collections off for several closed sessions,
+    whose memory stayed in use (and grew the malloc arenas) until then. The host frees a session when it
+    closes it.
+    """
+    host = LocalHost("h", kit, HostLimits(join_timeout=60.0, rejoin_grace=20.0))
+    client = RTCPeerConnection()
+    gc.disable()  # only what the host does may free the session
+    try:
+        await host.open(SessionSpec("s1", owner_id=1, avatar_id="astronaut", mode_type=1, duration=60.0))
+        session = weakref.ref(host._live["s1"])
+        client.createDataChannel("stream-messages")
+        client.addTransceiver("audio", direction="recvonly")
+        client.addTransceiver("video", direction="recvonly")
+        await client.setLocalDescription(await client.createOffer())
+        await client.setRemoteDescription(
+            RTCSessionDescription(await host.join("s1", client.localDescription.sdp), "answer")
+        )
+        peer = weakref.ref(host._live["s1"]._peer._pc)  # type: ignore[union-attr]
+        await host.close("s1", "done")
+        assert session() is None
+        assert peer() is None
+    finally:
+        gc.enable()
+        await client.close()
+        await host.aclose()

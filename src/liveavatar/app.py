@@ -24,6 +24,7 @@ from liveavatar.config import Settings
 from liveavatar.knowledge.ingest import Ingestor
 from liveavatar.knowledge.jobs import IngestionJobs
 from liveavatar.llm import build_llm
+from liveavatar.memory import freeze_startup, trim_periodically
 from liveavatar.metrics import Metrics, TimedLLM, TimedRetriever
 from liveavatar.ratelimit import RateLimiter
 from liveavatar.render.avatars import AvatarRegistry
@@ -110,6 +111,15 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+async def warm(services: Services) -> None:
+    """Load the speech models, then keep them out of the garbage collector's way (unless sessions started
+    meanwhile: frozen objects are never collected)."""
+    if services.load_models is not None:
+        await asyncio.to_thread(services.load_models)
+    if services.director.live_count == 0:
+        freeze_startup()
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app; services start and stop with its lifespan."""
     services = build_services(settings)
@@ -121,14 +131,17 @@ def create_app(settings: Settings) -> FastAPI:
         await services.director.start()
         await services.avatar_jobs.start()
         services.knowledge.resume(await services.store.knowledge.all())
+        freeze_startup()  # no session exists yet
         # Speech models load in the background: the server answers at once, the first reply rarely waits.
-        warm_up = asyncio.create_task(asyncio.to_thread(services.load_models or (lambda: None)), name="warm-up")
+        warm_up = asyncio.create_task(warm(services), name="warm-up")
         revocations = asyncio.create_task(enforce_revocations(services), name="revocations")
+        trimming = asyncio.create_task(trim_periodically(), name="trim")
         try:
             yield
         finally:
             revocations.cancel()
-            await asyncio.gather(warm_up, revocations, return_exceptions=True)
+            trimming.cancel()
+            await asyncio.gather(warm_up, revocations, trimming, return_exceptions=True)
             await services.avatar_jobs.aclose()
             await services.director.aclose()
             await services.knowledge.aclose()

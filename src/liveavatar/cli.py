@@ -78,6 +78,10 @@ def serve(
     """Start the server."""
     import uvicorn
 
+    from liveavatar.memory import tune_allocator
+
+    tune_allocator()  # before uvicorn, aiortc and the speech engines start their threads
+
     from liveavatar.app import create_app
 
     settings = load_settings(

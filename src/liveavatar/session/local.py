@@ -16,6 +16,7 @@ from typing import Any
 
 from liveavatar.avatars.voice import matching_voice_id
 from liveavatar.errors import NotFound, SessionClosed
+from liveavatar.memory import release_memory
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.render.loop import renderer_for
 from liveavatar.render.motion import Motion
@@ -208,6 +209,10 @@ class LocalHost:
             status, reason = Status.FAILED, "closing the session failed"
         event = SessionFailed(session_id, reason) if status == Status.FAILED else SessionEnded(session_id, reason)
         self._events.put_nowait(event)
+        # The session's peer and renderer are reference cycles: free them now, not at some distant full
+        # collection, and give the pages back (liveavatar.memory has the measurements).
+        del session
+        await asyncio.to_thread(release_memory)
 
     async def aclose(self) -> None:
         """Shutdown: end every live session, each reported as failed, then end the event stream."""

@@ -19,6 +19,7 @@ from typing import Any
 from liveavatar.config import Settings
 from liveavatar.errors import LiveAvatarError
 from liveavatar.llm import ChatMessage, LLMError, LLMSettings, estimate_tokens
+from liveavatar.memory import freeze_startup, trim_periodically, tune_allocator
 from liveavatar.session.channel import Channel
 from liveavatar.session.dialogue import Brain
 from liveavatar.session.host import HostGone, SessionSpec
@@ -86,6 +87,7 @@ class RemoteRetriever:
 
 def run_worker(conn: Connection, config: WorkerConfig) -> None:
     """Entry point of a worker process: serve the pipe until told to stop or until the API process is gone."""
+    tune_allocator()  # before any thread starts (see liveavatar.memory)
     # Ctrl-C and SIGTERM reach the whole process group: the API process decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -145,8 +147,16 @@ async def _serve(conn: Connection, config: WorkerConfig) -> None:
     forwarder = asyncio.create_task(forward(), name="forward-events")
     channel.start()
     await asyncio.to_thread(kit.avatars.prepare)  # packs come from the cache the API process filled
+    freeze_startup()  # no session exists yet
     channel.notify(READY)
-    warm_up = asyncio.create_task(asyncio.to_thread(load_models, kit), name="warm-up")
+
+    async def warm() -> None:
+        await asyncio.to_thread(load_models, kit)
+        if not (await host.stats()).live_sessions:  # frozen objects are never collected
+            freeze_startup()
+
+    warm_up = asyncio.create_task(warm(), name="warm-up")
+    trimming = asyncio.create_task(trim_periodically(), name="trim")
     lost = asyncio.create_task(channel.lost.wait(), name="pipe-lost")
     stop = asyncio.create_task(stopped.wait(), name="stopped")
     await asyncio.wait([lost, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -154,6 +164,6 @@ async def _serve(conn: Connection, config: WorkerConfig) -> None:
         log.warning("the API process is gone: closing this worker's sessions")
         await host.aclose()
         await forwarder
-    for task in (lost, stop):
+    for task in (lost, stop, trimming):
         task.cancel()
-    await asyncio.gather(warm_up, lost, stop, return_exceptions=True)
+    await asyncio.gather(warm_up, lost, stop, trimming, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -51,9 +52,30 @@ def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
         raise ProcessingError("Piper TTS is not installed (pip install 'piper-tts[alignment]')") from exc
     try:
         voice: PiperModel = PiperVoice.load(model_path, config_path, include_alignments=True)
+        voice.session = without_memory_arena(voice.session, model_path)  # type: ignore[attr-defined]
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
     return voice
+
+
+def without_memory_arena(session: Any, model_path: Path) -> Any:
+    """The same model in an onnxruntime session that frees each run's tensors instead of pooling them.
+
+    onnxruntime's CPU arena grows by powers of two for the longest sentence so far and never shrinks: a
+    talking server's mapped memory jumped 128 MiB, then 256 MiB (bench/soak.py; liveavatar/memory.py).
+    """
+    import onnx
+    import onnxruntime
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    model: str | bytes = str(model_path)
+    patched = onnx.load(str(model_path))
+    with contextlib.suppress(ValueError):  # already patched: as PiperVoice.load does, use it as it is
+        add_alignment_output(patched)  # the phoneme timings, as PiperVoice.load(include_alignments=True)
+        model = patched.SerializeToString()
+    options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    return onnxruntime.InferenceSession(model, sess_options=options, providers=session.get_providers())
 
 
 def packaged_joe_paths() -> tuple[Path, Path]:
