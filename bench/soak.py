@@ -203,8 +203,10 @@ async def soak(args: argparse.Namespace) -> Reply:
         background: list[asyncio.Task[None]] = []
         try:
             async with LiveAvatarApi(server.url, api_key=server.api_key) as api:
+                # the talkers outlive the soak (their joins and the warm-up come before its clock starts)
+                lifetime = int(args.minutes * 60) + 600
                 for n in range(args.sessions):
-                    stream, _, _ = await join_session(api, **CREATE_PARAMS)
+                    stream, _, _ = await join_session(api, duration=lifetime, **CREATE_PARAMS)
                     paragraphs = itertools.cycle(PARAGRAPHS[n % len(PARAGRAPHS) :] + PARAGRAPHS[: n % len(PARAGRAPHS)])
                     talker = Talker(stream, counts, paragraphs)
                     talker.start()

@@ -81,9 +81,11 @@ def ms_since(start: float, end: float) -> float:
     return round((end - start) * 1000, 3)
 
 
-async def join_session(api: LiveAvatarApi, **params: Any) -> tuple[Stream, float, float]:
+async def join_session(
+    api: LiveAvatarApi, duration: int = SESSION_SECONDS, **params: Any
+) -> tuple[Stream, float, float]:
     """Create (with `params`) and join a session; the stream plus offer->answer and offer->first-frame times (ms)."""
-    session = await api.create_session(AVATAR, duration=SESSION_SECONDS, **params)
+    session = await api.create_session(AVATAR, duration=duration, **params)
     loop = asyncio.get_running_loop()
     start = loop.time()
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK)
