@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
 from liveavatar.avatars.intake import read_portrait  # noqa: E402
+from liveavatar.media import UnpacedClock  # noqa: E402
 from liveavatar.render.avatars import builtin_portraits  # noqa: E402
 from liveavatar.render.background import Background  # noqa: E402
 from liveavatar.render.builder import build_pack, build_video_pack  # noqa: E402
@@ -114,19 +115,6 @@ def sample_images(pack: AvatarPack, out: Path) -> list[Path]:
     return paths
 
 
-class _NoWait:
-    """A session clock that is always on time (the bench measures CPU, not pacing)."""
-
-    def now(self) -> float:
-        return 0.0
-
-    def start(self) -> float:
-        return 0.0
-
-    async def wait_until(self, t: float) -> None:
-        return None
-
-
 class _TimedSource:
     """The session's media source, with the time spent in video_frame() (state + render) recorded."""
 
@@ -163,7 +151,7 @@ def pipeline(pack: AvatarPack, frames: int, talking: bool) -> dict[str, float]:
     source = AvatarSource(Renderer(pack), Motion(seed=1))
     source.speaker.mouth_at = lambda t: mouth[min(int(round(t * FPS)), frames - 1)]  # type: ignore[method-assign]
     timed = _TimedSource(source)
-    track = AvatarVideoTrack(timed, _NoWait())
+    track = AvatarVideoTrack(timed, UnpacedClock())
     encoder = TalkingHeadVp8Encoder()
     srtp = pylibsrtp.Session(pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
     stages: dict[str, list[float]] = {k: [] for k in ("render", "convert", "encode", "rtp+srtp")}

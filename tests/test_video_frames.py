@@ -13,7 +13,7 @@ from aiortc import RTCPeerConnection
 from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 
-from liveavatar.media import AUDIO_RATE, VIDEO_FPS, VIDEO_TICKS
+from liveavatar.media import AUDIO_RATE, VIDEO_FPS, VIDEO_TICKS, UnpacedClock
 from liveavatar.render.avatars import builtin_portraits
 from liveavatar.render.background import Background
 from liveavatar.render.builder import build_pack
@@ -33,19 +33,6 @@ Frame = npt.NDArray[np.uint8]
 def pack() -> AvatarPack:
     name, gender, path = builtin_portraits()["astronaut"]
     return build_pack(cv2.imread(str(path)), avatar_id="astronaut", name=name, gender=gender)
-
-
-class LateClock:
-    """A session clock that is always behind: every frame is due at once (frames without real time)."""
-
-    def now(self) -> float:
-        return 0.0
-
-    def start(self) -> float:
-        return 0.0
-
-    async def wait_until(self, t: float) -> None:
-        return None
 
 
 def frames(source: AvatarSource, start: int, count: int) -> list[tuple[Frame, bool]]:
@@ -107,7 +94,7 @@ def test_a_new_background_is_drawn_at_once(pack: AvatarPack) -> None:
 
 async def test_the_track_reuses_a_repeated_frame_with_new_timestamps(pack: AvatarPack) -> None:
     source = AvatarSource(Renderer(pack), Motion(seed=1))
-    track = AvatarVideoTrack(source, LateClock())
+    track = AvatarVideoTrack(source, UnpacedClock())
     sent = []
     for _ in range(50):
         frame = await track.recv()
@@ -155,7 +142,7 @@ async def test_a_sender_takes_the_tuned_encoder(pack: AvatarPack) -> None:
     pc = RTCPeerConnection()
     try:
         source = AvatarSource(Renderer(pack), Motion(seed=0))
-        sender = pc.addTrack(AvatarVideoTrack(source, LateClock()))
+        sender = pc.addTrack(AvatarVideoTrack(source, UnpacedClock()))
         assert use_encoder(sender, TalkingHeadVp8Encoder())  # aiortc still has the slot it fills
     finally:
         await pc.close()

@@ -63,6 +63,21 @@ class MediaClock:
             await asyncio.sleep(delay)
 
 
+class UnpacedClock:
+    """A clock that is always late: every frame is due at once (a track pulled as fast as it can be drawn)."""
+
+    def now(self) -> float:
+        """Always the start."""
+        return 0.0
+
+    def start(self) -> float:
+        """Unpaced clocks start at 0."""
+        return 0.0
+
+    async def wait_until(self, t: float) -> None:
+        """Returns at once."""
+
+
 class ScriptedClock:
     """A clock that moves only when told (`advance`): replies run on it deterministically in tests and tools."""
 
