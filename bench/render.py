@@ -206,22 +206,7 @@ def main() -> None:
             file = Path(tmp) / f"{avatar_id}.npz"
             pack.save(file)
             pack = AvatarPack.load(file)
-            renderer, motion = Renderer(pack), Motion(seed=1)
-            motion.start_action("nod", 10.0)
-            motion.start_expression("happiness", 20.0)
-            wall, cpu = [], []
-            for i in range(args.frames):
-                state = motion.apply(FaceState(mouth=mouth[i]), i / FPS)
-                w0, c0 = time.perf_counter(), time.process_time()
-                renderer.render(state)
-                wall.append(time.perf_counter() - w0)
-                cpu.append(time.process_time() - c0)
-            ms = np.array(wall[25:]) * 1e3
-            cms = np.array(cpu[25:]) * 1e3
-            print(
-                f"{avatar_id:<14}{build:>9.2f}{file.stat().st_size / 1e6:>9.2f}{np.median(ms):>11.2f}"
-                f"{np.percentile(ms, 95):>9.2f}{np.percentile(ms, 99):>9.2f}{np.median(cms):>9.2f}"
-            )
+            print(f"{avatar_id:<14}{build:>9.2f}{file.stat().st_size / 1e6:>9.2f}{timed(Renderer(pack), mouth)}")
             if args.pipeline:
                 for talking in (False, True):
                     split = pipeline(pack, min(args.frames, 500), talking)
@@ -239,7 +224,7 @@ def main() -> None:
 
 
 def timed(renderer: FrameRenderer, mouth: npt.NDArray[np.float32]) -> str:
-    """The video row's timing columns, measured as for the photo avatars above."""
+    """A row's timing columns: talking with idle motion, a nod and an expression; the first second is warm-up."""
     motion = Motion(seed=1)
     motion.start_action("nod", 10.0)
     motion.start_expression("happiness", 20.0)
