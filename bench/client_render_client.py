@@ -75,9 +75,11 @@ class AnimationStream(Stream):
         }
 
 
-async def join_client_rendered(api: LiveAvatarApi, **params: Any) -> tuple[AnimationStream, float, float]:
+async def join_client_rendered(
+    api: LiveAvatarApi, duration: int = SESSION_SECONDS, **params: Any
+) -> tuple[AnimationStream, float, float]:
     """Create and join a client-rendered session; offer -> answer and offer -> first animation frame (ms)."""
-    session = await api.create_session(AVATAR, duration=SESSION_SECONDS, render="client", **params)
+    session = await api.create_session(AVATAR, duration=duration, render="client", **params)
     loop = asyncio.get_running_loop()
     start = loop.time()
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, render="client")

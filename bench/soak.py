@@ -1,9 +1,11 @@
 """Soak: N talking sessions for M minutes, with create/join/close churn and a fuzz mix on the data channel.
 
-    python bench/soak.py --sessions 8 --minutes 30          # the issue's run
-    python bench/soak.py --sessions 2 --minutes 5           # what a shared 2-core box allows
+    python bench/soak.py --sessions 8 --minutes 30                          # the issue's run
+    python bench/soak.py --sessions 8 --minutes 30 --render client --workers 2
+    python bench/soak.py --sessions 2 --minutes 5                           # what a shared 2-core box allows
 
-One `liveavatar serve` subprocess; the clients (aiortc) run in this process. Each talking session says a
+One `liveavatar serve` subprocess (with `--workers` worker processes; RSS counts them all); the clients
+(aiortc) run in this process. Each talking session says a
 paragraph, and the next as soon as `audio_end` arrives. Alongside: a churn loop creates, joins, fuzzes and
 closes a session every `--churn-every` seconds, and every talking session gets `--fuzz-per-second` junk
 messages a second (non-JSON, wrong shapes, oversized fields, invalid Unicode, malformed URLs, bad
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client_render_client import join_client_rendered
 from common import BENCH_DIR, Reply, ServerProcess, machine_info, run_bench
 from liveavatar.client import LiveAvatarApi
 from liveavatar.client.connection import Message
@@ -68,12 +71,18 @@ FUZZ: tuple[str | bytes, ...] = (
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of a process, MB: all of it (VmRSS), or only its anonymous pages (RssAnon: without the
-    model and library files it maps, whose pages count as resident as they are first read)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident memory of a process and its children (the server's workers), MB: all of it (VmRSS), or only
+    the anonymous pages (RssAnon: without the model and library files mapped, whose pages count as resident
+    as they are first read)."""
+    total = 0.0
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += rss_mb(int(child), field)
+    return total
 
 
 @dataclass
@@ -170,14 +179,24 @@ class Talker:
         await self.stream.aclose(api)
 
 
-async def churn(api: LiveAvatarApi, counts: Counts, every: float, rng: random.Random) -> None:
-    """Create, join, fuzz and close a session every `every` seconds."""
+async def join(args: argparse.Namespace, api: LiveAvatarApi, duration: int) -> Stream:
+    """Create and join a session (server- or client-rendered, as `--render` says) once its first frame is in."""
+    params = {**CREATE_PARAMS, "voice_id": args.voice}
+    if args.render == "client":
+        stream, _, _ = await join_client_rendered(api, duration=duration, **params)
+    else:
+        stream, _, _ = await join_session(api, duration=duration, **params)
+    return stream
+
+
+async def churn(args: argparse.Namespace, api: LiveAvatarApi, counts: Counts, rng: random.Random) -> None:
+    """Create, join, fuzz and close a session every `--churn-every` seconds."""
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(args.churn_every)
         try:
-            stream, _, _ = await join_session(api, **CREATE_PARAMS)
+            stream = await join(args, api, duration=120)
             try:
-                for _ in range(10):
+                for _ in range(10 if args.render == "server" else 0):
                     await asyncio.wait_for(stream.conn.video.get(), 5)
                 for raw in rng.sample(FUZZ, 4):
                     stream.conn.send_raw(raw)  # type: ignore[arg-type]
@@ -196,7 +215,7 @@ async def soak(args: argparse.Namespace) -> Reply:
     rng = random.Random(args.seed)
     counts = Counts()
     with tempfile.TemporaryDirectory(prefix="liveavatar-soak-") as tmp:
-        server = ServerProcess(Path(tmp), max_sessions=args.sessions + 4)
+        server = ServerProcess(Path(tmp), max_sessions=args.sessions + 4, workers=args.workers)
         await server.start()
         talkers: list[Talker] = []
         samples: list[Reply] = []
@@ -206,13 +225,13 @@ async def soak(args: argparse.Namespace) -> Reply:
                 # the talkers outlive the soak (their joins and the warm-up come before its clock starts)
                 lifetime = int(args.minutes * 60) + 600
                 for n in range(args.sessions):
-                    stream, _, _ = await join_session(api, duration=lifetime, **CREATE_PARAMS)
+                    stream = await join(args, api, lifetime)
                     paragraphs = itertools.cycle(PARAGRAPHS[n % len(PARAGRAPHS) :] + PARAGRAPHS[: n % len(PARAGRAPHS)])
                     talker = Talker(stream, counts, paragraphs)
                     talker.start()
                     talkers.append(talker)
                 if args.churn_every > 0:
-                    background.append(asyncio.create_task(churn(api, counts, args.churn_every, rng), name="churn"))
+                    background.append(asyncio.create_task(churn(args, api, counts, rng), name="churn"))
 
                 async def fuzz_all() -> None:
                     while True:
@@ -295,6 +314,9 @@ def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, st
     return {
         "machine": machine_info(),
         "sessions": args.sessions,
+        "render": args.render,
+        "workers": args.workers,
+        "voice": args.voice,
         "minutes": args.minutes,
         "churn_every_s": args.churn_every,
         "fuzz_per_second": args.fuzz_per_second,
@@ -322,7 +344,8 @@ def summarize(args: argparse.Namespace, samples: list[Reply], counts: Counts, st
 
 def format_summary(results: Reply) -> str:
     lines = [
-        f"soak: {results['sessions']} talking sessions x {results['minutes']} min, churn every "
+        f"soak: {results['sessions']} talking {results['render']}-rendered sessions ({results['voice']}, "
+        f"{results['workers']} workers) x {results['minutes']} min, churn every "
         f"{results['churn_every_s']} s, {results['fuzz_per_second']} junk messages/s per session",
         f"  RSS after warm-up {results['rss_after_warmup_mb']} MB -> end {results['rss_end_mb']} MB "
         f"({results['rss_growth_pct']} %), max {results['rss_max_mb']} MB; anonymous {results['anon_after_warmup_mb']} "
@@ -349,6 +372,9 @@ def main() -> int:
     parser.add_argument("--fuzz-per-second", type=int, default=3, help="junk messages per session per second")
     parser.add_argument("--sample-every", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS baseline")
+    parser.add_argument("--render", choices=("server", "client"), default="server", help="where the avatar is drawn")
+    parser.add_argument("--workers", type=int, default=0, help="server worker processes [0: in the API process]")
+    parser.add_argument("--voice", default=CREATE_PARAMS["voice_id"], help="voice of every session [Piper's]")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "soak.json")
     args = parser.parse_args()

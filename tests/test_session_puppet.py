@@ -74,12 +74,16 @@ def test_hello_then_batches_ahead_of_the_audio_on_the_frame_grid() -> None:
     assert not any(isinstance(m, Cut) for m in messages)
 
 
-def test_rtp_base_follows_the_track_when_it_stamps_audio_differently() -> None:
+def test_a_track_starting_late_moves_the_playback_with_it() -> None:
     puppet, channel = attached()
-    play(puppet, 10, start=500)  # a rejoined track: pts 10 s on, the playback at 0
-    hello = channel.messages()[0]
+    play(puppet, 10, start=500)  # a rejoined track: pts 10 s on (the session clock went on), the playback at 0
+    assert puppet.speaker.playback.cursor == 510 * AUDIO_SAMPLES  # positions follow the track's time
+    messages = channel.messages()
+    hello = messages[0]
     assert isinstance(hello, Hello)
-    assert hello.rtp_base == (ORIGIN + 500 * AUDIO_SAMPLES) % (1 << 32)
+    assert hello.rtp_base == ORIGIN
+    frames = [m for m in messages if isinstance(m, Frames)]
+    assert frames[0].first_position == 500 * AUDIO_SAMPLES  # nothing sent for the time before the join
 
 
 def test_without_an_rtp_origin_the_stream_starts_after_a_second_with_rtp_base_zero() -> None:

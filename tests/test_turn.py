@@ -62,7 +62,7 @@ class Track:
 
     async def play(self, seconds: float) -> None:
         for _ in range(round(seconds / AUDIO_PTIME)):
-            self.frames.append(self.speaker.audio_frame())
+            self.frames.append(self.speaker.audio_frame(self.clock.now()))
             await self.clock.advance(AUDIO_PTIME)
 
     async def play_until(self, done: asyncio.Task[None] | Turn, limit: float = 30.0) -> None:

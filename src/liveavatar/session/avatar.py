@@ -66,8 +66,8 @@ class AvatarSource:
         return self._frame
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
-        """The next 20 ms of speech (or silence)."""
-        return self.speaker.audio_frame()
+        """The 20 ms of speech (or silence) at session time `t`."""
+        return self.speaker.audio_frame(t)
 
     def set_background(self, background: Background | None) -> None:
         """Show another background from the next frame on; a video one loops from its start."""

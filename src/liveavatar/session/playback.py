@@ -64,9 +64,14 @@ class Playback:
         self._queue.append(_Segment(start, samples))
         return start
 
-    def read(self) -> npt.NDArray[np.int16]:
-        """The next 20 ms frame: queued speech where there is some, silence elsewhere."""
-        begin, end = self.cursor, self.cursor + AUDIO_SAMPLES
+    def read(self, start: int | None = None) -> npt.NDArray[np.int16]:
+        """The next 20 ms frame: queued speech where there is some, silence elsewhere.
+
+        `start` is the track's sample position: past the cursor when the track skipped frames to catch up
+        with the clock, and what lies in between is then dropped unplayed.
+        """
+        begin = self.cursor if start is None else max(self.cursor, start)
+        end = begin + AUDIO_SAMPLES
         self.cursor = end
         while self._queue and self._queue[0].end <= begin:
             self._queue.popleft()

@@ -99,8 +99,8 @@ class Puppet:
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
         """The next 20 ms of speech (or silence) for the audio track's time `t`; the stream follows it."""
-        position = self.speaker.playback.cursor
-        samples = self.speaker.audio_frame()
+        samples = self.speaker.audio_frame(t)
+        position = self.speaker.playback.cursor - AUDIO_SAMPLES  # where these samples start (after any skip)
         if self._send is not None:
             try:
                 self._advance(position, round(t * AUDIO_RATE))
@@ -128,6 +128,7 @@ class Puppet:
             self._restart = False
         else:
             self._check_changes(position, handed)
+            self._next = max(self._next, position // FRAME_SAMPLES)  # frames of skipped audio go unsent
         while self._next * FRAME_SAMPLES < handed + LEAD:
             first = self._next
             states = [self.face_at((first + i) * FRAME_SAMPLES) for i in range(BATCH)]

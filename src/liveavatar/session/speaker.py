@@ -45,9 +45,9 @@ class Speaker:
         self.audio_mouth.interrupt(stop)
         return stop
 
-    def audio_frame(self) -> npt.NDArray[np.int16]:
-        """The next 20 ms of speech (or silence)."""
-        return self.playback.read()
+    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
+        """The 20 ms of speech (or silence) the audio track plays at session time `t`."""
+        return self.playback.read(round(t * AUDIO_RATE))
 
     def mouth_at(self, t: float) -> npt.NDArray[np.float32]:
         """The mouth's viseme weights at session time `t` (phoneme-driven or audio-driven, whichever speaks)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fractions
+import logging
+import math
 from typing import Protocol, runtime_checkable
 
 import av
@@ -15,6 +17,14 @@ from aiortc.mediastreams import MediaStreamError
 from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, VIDEO_CLOCK, VIDEO_FPS, VIDEO_TICKS, Clock
 
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+AUDIO_MAX_LAG = 0.25
+"""A track further behind the session clock than this (seconds) skips to the frame due now, dropping those in
+between: late audio frames go out back to back (the receiver's jitter buffer absorbs a burst) up to here."""
+VIDEO_MAX_LAG = 2 / VIDEO_FPS
+"""Video catches up by skipping sooner: a stale frame is worth less than the CPU it costs to draw."""
+LAG_LOG_EVERY = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def audio_frame(samples: npt.NDArray[np.int16], index: int) -> av.AudioFrame:
@@ -30,7 +40,10 @@ class AudioSource(Protocol):
     """What a session plays; times are seconds on the session's media clock."""
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
-        """The AUDIO_SAMPLES mono samples (48 kHz) that start playing at time `t`."""
+        """The AUDIO_SAMPLES mono samples (48 kHz) that start playing at time `t`.
+
+        `t` steps by AUDIO_PTIME, or jumps further when the track skipped frames (what lies between is dropped).
+        """
         ...
 
 
@@ -57,6 +70,45 @@ class RepeatingSource(Protocol):
         ...
 
 
+class Pacer:
+    """A track's frame index on the session clock, never more than `max_lag` behind it.
+
+    A process short of CPU hands frames out late. Without a bound the media time would drift ever further
+    behind the clock that replies, interrupts and actions are scheduled on, with their speech and mouth data
+    piling up until played; so a track that falls that far behind jumps to the frame due now.
+    """
+
+    def __init__(self, clock: Clock, period: float, max_lag: float, kind: str) -> None:
+        self._clock = clock
+        self._period = period
+        self._max_lag = max_lag
+        self._kind = kind
+        self.index = 0
+        self.skipped = 0
+        """Frames skipped so far (never sent)."""
+        self._logged_at = -math.inf
+
+    async def next(self) -> float:
+        """Wait until the next frame is due; its session time (after a skip when far behind)."""
+        t = self.index * self._period
+        behind = self._clock.now() - t
+        if behind > self._max_lag:
+            skip = int(behind / self._period)
+            self.index += skip
+            self.skipped += skip
+            t = self.index * self._period
+            if t - self._logged_at >= LAG_LOG_EVERY:
+                self._logged_at = t
+                log.warning(
+                    "%s fell %.0f ms behind the session clock (CPU short?): skipped to now, %d frames dropped so far",
+                    self._kind,
+                    behind * 1000,
+                    self.skipped,
+                )
+        await self._clock.wait_until(t)
+        return t
+
+
 class AvatarAudioTrack(MediaStreamTrack):
     """Server -> client audio: 48 kHz mono s16, one 20 ms frame per recv(), paced in real time."""
 
@@ -65,16 +117,14 @@ class AvatarAudioTrack(MediaStreamTrack):
     def __init__(self, source: AudioSource, clock: Clock) -> None:
         super().__init__()
         self._source = source
-        self._clock = clock
-        self._index = 0
+        self.pacer = Pacer(clock, AUDIO_PTIME, AUDIO_MAX_LAG, "audio")
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        t = self._index * AUDIO_PTIME
-        await self._clock.wait_until(t)
-        frame = audio_frame(self._source.audio_frame(t), self._index)
-        self._index += 1
+        t = await self.pacer.next()
+        frame = audio_frame(self._source.audio_frame(t), self.pacer.index)
+        self.pacer.index += 1
         return frame
 
 
@@ -86,8 +136,7 @@ class AvatarVideoTrack(MediaStreamTrack):
     def __init__(self, source: MediaSource, clock: Clock) -> None:
         super().__init__()
         self._source = source
-        self._clock = clock
-        self._index = 0
+        self.pacer = Pacer(clock, 1 / VIDEO_FPS, VIDEO_MAX_LAG, "video")
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self._repeats = source if isinstance(source, RepeatingSource) else None
         self._last: av.VideoFrame | None = None
@@ -95,8 +144,7 @@ class AvatarVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        t = self._index / VIDEO_FPS
-        await self._clock.wait_until(t)
+        t = await self.pacer.next()
         bgr = self._source.video_frame(t)
         frame = self._last
         if frame is None or self._repeats is None or not self._repeats.video_repeated:
@@ -107,7 +155,7 @@ class AvatarVideoTrack(MediaStreamTrack):
             # the sender encodes one frame before it asks for the next, so the same frame may go again;
             # a keyframe request marked it, and a repeat must not inherit that
             frame.pict_type = av.video.frame.PictureType.NONE
-        frame.pts = self._index * VIDEO_TICKS
+        frame.pts = self.pacer.index * VIDEO_TICKS
         frame.time_base = self._time_base
-        self._index += 1
+        self.pacer.index += 1
         return frame
