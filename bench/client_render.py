@@ -63,6 +63,7 @@ class Options:
     workers: int
     voice: str
     cost_seconds: float
+    count_video: bool
     output: Path
 
 
@@ -79,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--workers", type=int, default=0, help="server worker processes [0: in the API process]")
     parser.add_argument("--voice", default="piper-en-us-joe", help="voice of the talking sessions [piper-en-us-joe]")
     parser.add_argument("--cost-seconds", type=float, default=20.0, help="session seconds timed per path [20]")
+    parser.add_argument(
+        "--count-video",
+        action="store_true",
+        help="clients count video frames without decoding them (leaves the box's cores to the server)",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "client_render.json")
     args = parser.parse_args(argv)
     return Options(
@@ -90,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         workers=max(0, args.workers),
         voice=args.voice,
         cost_seconds=max(1.0, args.cost_seconds),
+        count_video=args.count_video,
         output=args.output,
     )
 
@@ -199,6 +206,7 @@ async def measure_mode(render: str, sessions_max: int, options: Options, log_dir
     server = ServerProcess(log_dir, max_sessions=max(64, sessions_max * 2), workers=options.workers)
     # both modes run the same client script, talking with the same voice (read from the environment)
     os.environ["BENCH_RENDER"], os.environ["BENCH_VOICE"] = render, options.voice
+    os.environ["BENCH_VIDEO"] = "count" if options.count_video else "decode"  # read by the client processes
     pool = ClientPool(CLIENT_RENDER_SCRIPT, server, log_dir, options.sessions_per_client)
     cores = os.cpu_count() or 1
     levels: list[Level] = []

@@ -59,6 +59,7 @@ class Options:
     settle: float
     sentences: int
     sessions_per_client: int
+    count_video: bool
     output: Path
 
 
@@ -71,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between joining and measuring [3]")
     parser.add_argument("--sentences", type=int, default=6, help="chats timed for first sound [6]")
     parser.add_argument("--sessions-per-client", type=int, default=4, help="sessions per client process [4]")
+    parser.add_argument(
+        "--count-video",
+        action="store_true",
+        help="clients count video frames without decoding them (leaves the box's cores to the server)",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "scale.json")
     args = parser.parse_args(argv)
     return Options(
@@ -80,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         settle=args.settle,
         sentences=max(1, args.sentences),
         sessions_per_client=max(1, args.sessions_per_client),
+        count_video=args.count_video,
         output=args.output,
     )
 
@@ -119,6 +126,7 @@ def clean(level: Level) -> bool:
 async def measure_setup(workers: int, options: Options, log_dir: Path) -> Reply:
     """One set-up: first sound on an idle session, then the talking ramp."""
     server = ServerProcess(log_dir, max_sessions=max(64, options.sessions_max * 2), workers=workers)
+    os.environ["BENCH_VIDEO"] = "count" if options.count_video else "decode"  # read by the client processes
     pool = ClientPool(CLIENT_SCRIPT, server, log_dir, options.sessions_per_client)
     cores = os.cpu_count() or 1
     levels: list[Level] = []

@@ -33,7 +33,7 @@ from common import BENCH_DIR, Reply, ServerProcess, machine_info, run_bench
 from liveavatar.client import LiveAvatarApi
 from liveavatar.client.connection import Message
 from speaking_client import CREATE_PARAMS, PARAGRAPHS, THRESHOLD, event_name, peak
-from transport_client import Stream, join_session
+from transport_client import Stream, count_video_only, join_session
 
 AUDIO_GAP_MS = 60.0
 VIDEO_GAP_MS = 200.0
@@ -375,9 +375,12 @@ def main() -> int:
     parser.add_argument("--render", choices=("server", "client"), default="server", help="where the avatar is drawn")
     parser.add_argument("--workers", type=int, default=0, help="server worker processes [0: in the API process]")
     parser.add_argument("--voice", default=CREATE_PARAMS["voice_id"], help="voice of every session [Piper's]")
+    parser.add_argument("--count-video", action="store_true", help="count video frames without decoding them")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "soak.json")
     args = parser.parse_args()
+    if args.count_video:
+        count_video_only()
     return run_bench(soak(args), args.output, format_summary)
 
 

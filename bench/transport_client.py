@@ -10,18 +10,25 @@ line on stdin and answers each with one JSON line on stdout; it exits on `{"op":
     {"op": "close"}                      -> {"closed": 4}
 
 Decoding happens here (aiortc decodes every received frame), so its CPU cost stays out of the server process.
+With BENCH_VIDEO=count in the environment, video frames are counted but not decoded (`count_video_only`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import av
+from aiortc import rtcrtpreceiver
+from aiortc.jitterbuffer import JitterFrame
 
 from liveavatar.client import Connection, LiveAvatarApi
 
@@ -31,6 +38,38 @@ SESSION_SECONDS = 1800
 FIRST_FRAME_TIMEOUT = 15.0
 VIDEO_TICKS = 3600  # 90 kHz clock / 25 fps
 Reply = dict[str, Any]
+
+
+class CountingDecoder:
+    """Stands in for the VP8 decoder: one 2x2 frame per complete received frame, stamped with its RTP time."""
+
+    TIME_BASE = fractions.Fraction(1, 90_000)
+
+    def decode(self, encoded_frame: JitterFrame) -> list[av.VideoFrame]:
+        frame = av.VideoFrame(2, 2, "yuv420p")
+        frame.pts = encoded_frame.timestamp
+        frame.time_base = self.TIME_BASE
+        return [frame]
+
+
+def count_video_only() -> None:
+    """Count received video frames without decoding them (this process's aiortc receivers, from now on).
+
+    The bench's clients share the server's cores, and decoding 512x512 VP8 for every session is CPU the
+    server then lacks (a browser decodes on its viewer's machine). Frames still go through aiortc's RTP
+    depacketising and jitter buffer, so a frame is counted only when all its packets arrived; that the
+    video decodes is what the tests check (tests/test_video_frames.py, the browser tests).
+    """
+    decoder = rtcrtpreceiver.get_decoder
+
+    def get_decoder(codec: Any) -> Any:
+        return CountingDecoder() if codec.mimeType.lower().startswith("video/") else decoder(codec)
+
+    rtcrtpreceiver.get_decoder = get_decoder  # type: ignore[assignment]
+
+
+if os.environ.get("BENCH_VIDEO") == "count":
+    count_video_only()
 
 
 @dataclass
