@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -45,24 +46,30 @@ LEADING_SILENCE_MS = 5
 
 @load_once
 def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
-    """Load a Piper voice with alignment output, once per process and path (~2 s the first time)."""
+    """Load a Piper voice with alignment output, once per process and path (~1 s the first time)."""
     try:
         from piper import PiperVoice
+        from piper.config import PiperConfig
     except ImportError as exc:
         raise ProcessingError("Piper TTS is not installed (pip install 'piper-tts[alignment]')") from exc
     try:
-        voice: PiperModel = PiperVoice.load(model_path, config_path, include_alignments=True)
-        voice.session = without_memory_arena(voice.session, model_path)  # type: ignore[attr-defined]
+        # As PiperVoice.load(include_alignments=True), without the default session it would build first.
+        config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        voice: PiperModel = PiperVoice(config=config, session=lean_session(model_path))
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
     return voice
 
 
-def without_memory_arena(session: Any, model_path: Path) -> Any:
-    """The same model in an onnxruntime session that frees each run's tensors instead of pooling them.
+def lean_session(model_path: Path) -> Any:
+    """The same model in an onnxruntime session that computes in the calling thread and pools no memory.
 
-    onnxruntime's CPU arena grows by powers of two for the longest sentence so far and never shrinks: a
-    talking server's mapped memory jumped 128 MiB, then 256 MiB (bench/soak.py; liveavatar/memory.py).
+    One thread: by default onnxruntime adds a pool thread per core, and the pool spins between and after
+    the model's operators. Piper cost 0.15-0.16 CPU s per second of speech that way, 0.09 in the
+    synthesis thread alone, and the first clause came sooner on a busy box (bench/tts.py): its cores
+    serve many sessions, so there is no idle core for the pool. The samples are the same to float rounding.
+    No arena: onnxruntime's CPU arena grows by powers of two for the longest sentence so far and never
+    shrinks: a talking server's mapped memory jumped 128 MiB, then 256 MiB (bench/soak.py; liveavatar/memory.py).
     """
     import onnx
     import onnxruntime
@@ -75,7 +82,9 @@ def without_memory_arena(session: Any, model_path: Path) -> Any:
         model = patched.SerializeToString()
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
-    return onnxruntime.InferenceSession(model, sess_options=options, providers=session.get_providers())
+    options.intra_op_num_threads = 1  # no pool; execution is sequential, so no inter-op pool either
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def packaged_joe_paths() -> tuple[Path, Path]:
@@ -103,7 +112,7 @@ class PiperEngine:
         self._paths = (model_path, config_path) if model_path is not None else None
 
     def load(self) -> None:
-        """Load the model now if it is not yet (blocking, ~2 s)."""
+        """Load the model now if it is not yet (blocking, ~1 s)."""
         self.model()
 
     def model(self) -> PiperModel:
