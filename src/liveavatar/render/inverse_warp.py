@@ -42,6 +42,22 @@ class Rigid:
         return x + m00 * x + m01 * y + self.t[0], y + m10 * x + m11 * y + self.t[1]
 
 
+class Maps:
+    """The renderer's backward maps over one box of the band, kept contiguous, addressed in band coordinates."""
+
+    def __init__(self, x: F32, y: F32, origin: tuple[int, int], band: tuple[int, int]) -> None:
+        self.x, self.y = x, y
+        self.x0, self.y0 = origin
+        self.x1, self.y1 = self.x0 + x.shape[1], self.y0 + x.shape[0]
+        self.band = band
+        """The band's size (width, height)."""
+
+    def at(self, x0: int, y0: int, x1: int, y1: int) -> tuple[F32, F32]:
+        """Views of both maps over a box of the band (which must lie inside the maps' box)."""
+        ys, xs = slice(y0 - self.y0, y1 - self.y0), slice(x0 - self.x0, x1 - self.x0)
+        return self.x[ys, xs], self.y[ys, xs]
+
+
 class FieldGroup:
     """Fields inverted together by fixed-point iteration over one box of the band (shared, read-only)."""
 
@@ -69,35 +85,35 @@ class FieldGroup:
     def solve(
         self,
         weights: dict[str, float],
-        maps: tuple[F32, F32],
+        maps: Maps,
         rigid: Rigid,
         acc: F32,
         sharp: tuple[int, int, int, int] | None = None,
-    ) -> None:
-        """Replace the maps over the box by the inverse of the weighted forward fields."""
+    ) -> tuple[int, int, int, int] | None:
+        """Replace the maps over a box by the inverse of the weighted forward fields; returns that box."""
         # the fields are smooth except across the lips' seam, so the box is solved on a coarse grid
         # and only the `sharp` box (the parted lips, band coordinates) at full resolution
         active = [(n, w) for n, w in weights.items() if n in self.stack and abs(w) > 1e-4]
         if not active:
-            return
+            return None
         acc[:] = 0.0
         reach = 2.0
         for n, w in active:
             cv2.scaleAdd(self.stack[n], w, acc, dst=acc)
             reach += abs(w) * self.reach[n]
-        mapx, mapy = maps
         box = np.array([[self.x0, self.y0], [self.x1, self.y0], [self.x0, self.y1], [self.x1, self.y1]])
         corners = rigid.forward(box)
         k = COARSE
         x0, y0 = np.floor(corners.min(0) - reach).astype(int) // k * k
         x1, y1 = np.ceil(corners.max(0) + reach).astype(int) // k * k
         lx0, ly0, lx1, ly1 = self.limit
-        x0, y0 = max(x0, lx0 + (-lx0) % k, 0), max(y0, ly0 + (-ly0) % k, 0)
-        x1, y1 = min(x1, lx1 // k * k, mapx.shape[1] // k * k), min(y1, ly1 // k * k, mapx.shape[0] // k * k)
+        (bw, bh), (mx0, my0, mx1, my1) = maps.band, (maps.x0, maps.y0, maps.x1, maps.y1)
+        x0, y0 = max(x0, lx0 + (-lx0) % k, 0, mx0 + (-mx0) % k), max(y0, ly0 + (-ly0) % k, 0, my0 + (-my0) % k)
+        x1, y1 = min(x1, lx1 // k * k, bw // k * k, mx1 // k * k), min(y1, ly1 // k * k, bh // k * k, my1 // k * k)
         if x1 - x0 < 2 * k or y1 - y0 < 2 * k:
-            return
+            return None
         size, small = (x1 - x0, y1 - y0), ((x1 - x0) // k, (y1 - y0) // k)
-        mx, my = mapx[y0:y1, x0:x1], mapy[y0:y1, x0:x1]
+        mx, my = maps.at(x0, y0, x1, y1)
         q = cv2.merge(
             [
                 cv2.resize(mx, small, interpolation=cv2.INTER_AREA) - np.float32(self.x0),
@@ -109,17 +125,18 @@ class FieldGroup:
         if sharp is not None:
             sx0, sy0, sx1, sy1 = max(sharp[0], x0), max(sharp[1], y0), min(sharp[2], x1), min(sharp[3], y1)
             if sx1 > sx0 and sy1 > sy0:
-                qs = cv2.merge(
-                    [mapx[sy0:sy1, sx0:sx1] - np.float32(self.x0), mapy[sy0:sy1, sx0:sx1] - np.float32(self.y0)]
-                )
+                smx, smy = maps.at(sx0, sy0, sx1, sy1)
+                qs = cv2.merge([smx - np.float32(self.x0), smy - np.float32(self.y0)])
                 sharp_box = (sx0, sy0, sx1, sy1, _iterate(acc, np.asarray(qs, np.float32)))
         cv2.add(mx, cv2.resize(dx, size, interpolation=cv2.INTER_LINEAR), dst=mx)
         cv2.add(my, cv2.resize(dy, size, interpolation=cv2.INTER_LINEAR), dst=my)
         if sharp_box is not None:
             sx0, sy0, sx1, sy1, sol = sharp_box
             fx, fy = cv2.split(sol)
-            mapx[sy0:sy1, sx0:sx1] = fx + np.float32(self.x0)
-            mapy[sy0:sy1, sx0:sx1] = fy + np.float32(self.y0)
+            smx, smy = maps.at(sx0, sy0, sx1, sy1)
+            smx[:] = fx + np.float32(self.x0)
+            smy[:] = fy + np.float32(self.y0)
+        return x0, y0, x1, y1
 
 
 def _iterate(acc: F32, q: F32) -> F32:

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from liveavatar.render.arrays import F32, F64, U8
 from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
-from liveavatar.render.inverse_warp import COARSE, FieldGroup, Rigid
+from liveavatar.render.inverse_warp import COARSE, FieldGroup, Maps, Rigid
 from liveavatar.render.landmarks import LOWER_INNER, UPPER_INNER
 from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, TEETH_SPAN, AvatarPack
 
@@ -38,11 +38,10 @@ class _Prepared:
         prem = (pack.image[top:bottom].astype(np.float32) * (a[..., None] / np.float32(255)) + 0.5).astype(np.uint8)
         self.person = np.ascontiguousarray(np.dstack([prem, a]))
         self.gy, self.gx = np.mgrid[0:bh, 0:w].astype(np.float32)
-        self.hw = pack.head_weight.astype(np.float32)
-        self.hwx, self.hwy = self.hw * self.gx, self.hw * self.gy
+        hw = pack.head_weight.astype(np.float32)
         rows = np.arange(top, bottom, dtype=np.float32)[:, None]
         ramp = np.clip((bottom - rows) / max(bottom - pack.shoulder_row, 1.0), 0.0, 1.0)
-        self.body = ((1 - self.hw) * ramp).astype(np.float32)
+        self.body = ((1 - hw) * ramp).astype(np.float32)
         # how far the head can move: the tilt swings the top of the head the most
         filled = np.nonzero((a > 0).any(1))[0]
         reach_up = pack.pivot[1] - top - (float(filled[0]) if len(filled) else 0.0)
@@ -54,10 +53,26 @@ class _Prepared:
         dh, dw = d.data.shape[:2]
         self.depth_limit = (d.x - margin, d.y - top - margin, d.x + dw + margin, d.y - top + dh + margin)
         # every pixel the head motion or a field may move is redrawn (and its map rebuilt) each frame
-        moving = self.hw > 1e-3
-        for x0, y0, x1, y1 in (self.mouth.limit, self.brows.limit, self.depth_limit):
-            moving[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+        moving = hw > 1e-3
+        limits = [
+            (max(x0, 0), max(y0, 0), min(max(x1, 0), w), min(max(y1, 0), bh))
+            for x0, y0, x1, y1 in (self.mouth.limit, self.brows.limit, self.depth_limit)
+        ]
+        for x0, y0, x1, y1 in limits:
+            moving[y0:y1, x0:x1] = True
         self.head_tiles, self.body_tiles = _tiles(a, moving, margin)
+        # the head's maps are kept over one box that holds every head tile and every field's reach, and
+        # contiguous: each pass over them is then one call; the body tiles' maps are kept apart
+        boxes = [b for b in self.head_tiles + limits if b[2] > b[0] and b[3] > b[1]] or [(0, 0, 1, 1)]
+        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+        self.map_box = (x0, y0, x1, y1)
+
+        def crop(v: F32) -> F32:
+            return np.ascontiguousarray(v[y0:y1, x0:x1])
+
+        self.head_gx, self.head_gy, self.head_hw = crop(self.gx), crop(self.gy), crop(hw)
+        self.head_hwx, self.head_hwy, self.head_body = crop(hw * self.gx), crop(hw * self.gy), crop(self.body)
         self.lm = pack.landmarks[:, :2].astype(np.float64) - [0.0, top]
         self.deltas = {k: v.astype(np.float64) for k, v in pack.deltas.items()}
         centre = (self.lm[61] + self.lm[291]) / 2
@@ -109,7 +124,12 @@ class Renderer:
         self._src = p.person
         self._work = p.person.copy()
         self._blinked = False
-        self._mapx, self._mapy = p.gx.copy(), p.gy.copy()
+        x0, y0, _, _ = p.map_box
+        self._maps_head = Maps(p.head_gx.copy(), p.head_gy.copy(), (x0, y0), (w, bottom - top))
+        self._body_mapy = p.gy.copy()
+        self._rest_maps = True
+        """The head's maps hold the grid (no head motion) except over the `_solved` boxes."""
+        self._solved: list[tuple[int, int, int, int]] = []
         self._acc = {id(g): np.zeros(g.shape, np.float32) for g in (p.mouth, p.brows)}
         self._body_dy: float | None = None
         self._frame = np.empty((h, w, 3), np.uint8)
@@ -178,10 +198,13 @@ class Renderer:
         rigid = Rigid(state.roll, state.dx, state.dy, self._p.pivot)
         self._maps(state, rigid)
         lips = self._lips(state, weights, rigid)
-        maps = (self._mapx, self._mapy)
+        maps = self._maps_head
         sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
-        self._p.mouth.solve(weights, maps, rigid, self._acc[id(self._p.mouth)], sharp)
-        self._p.brows.solve(weights, maps, rigid, self._acc[id(self._p.brows)])
+        solved = (
+            self._p.mouth.solve(weights, maps, rigid, self._acc[id(self._p.mouth)], sharp),
+            self._p.brows.solve(weights, maps, rigid, self._acc[id(self._p.brows)]),
+        )
+        self._solved = [b for b in solved if b is not None]
         tiles = self._p.head_tiles
         body_dy = round(state.dy * BODY_STEPS) / BODY_STEPS
         if body_dy != self._body_dy:
@@ -189,8 +212,12 @@ class Renderer:
             self._body_dy = body_dy
             self._maps_body(body_dy)
             tiles = tiles + self._p.body_tiles
-        for x0, y0, x1, y1 in tiles:
-            mx, my = self._mapx[y0:y1, x0:x1], self._mapy[y0:y1, x0:x1]
+        body = len(self._p.head_tiles)
+        for i, (x0, y0, x1, y1) in enumerate(tiles):
+            if i < body:
+                mx, my = maps.at(x0, y0, x1, y1)
+            else:
+                mx, my = self._p.gx[y0:y1, x0:x1], self._body_mapy[y0:y1, x0:x1]
             if self._solid:
                 cv2.remap(
                     self._work, mx, my, cv2.INTER_LINEAR, dst=self._band[y0:y1, x0:x1], borderMode=cv2.BORDER_REPLICATE
@@ -205,25 +232,37 @@ class Renderer:
 
     def _maps_body(self, dy: float) -> None:
         for x0, y0, x1, y1 in self._p.body_tiles:
-            self._mapx[y0:y1, x0:x1] = self._p.gx[y0:y1, x0:x1]
-            cv2.scaleAdd(self._p.body[y0:y1, x0:x1], -dy, self._p.gy[y0:y1, x0:x1], dst=self._mapy[y0:y1, x0:x1])
+            p = self._p
+            cv2.scaleAdd(p.body[y0:y1, x0:x1], -dy, p.gy[y0:y1, x0:x1], dst=self._body_mapy[y0:y1, x0:x1])
 
     def _maps(self, state: FaceState, rigid: Rigid) -> None:
+        p = self._p
+        maps = self._maps_head
+        mx, my = maps.x, maps.y
+        yaw, pitch = math.radians(state.yaw), math.radians(state.pitch)
+        still = abs(yaw) + abs(pitch) < 1e-6
+        if still and state.roll == 0 and state.dx == 0 and state.dy == 0:
+            # no head motion: the maps are the grid (bit for bit), so only what the fields moved is reset
+            if not self._rest_maps:
+                np.copyto(mx, p.head_gx)
+                np.copyto(my, p.head_gy)
+            else:
+                for x0, y0, x1, y1 in self._solved:
+                    ys, xs = slice(y0 - maps.y0, y1 - maps.y0), slice(x0 - maps.x0, x1 - maps.x0)
+                    mx[ys, xs], my[ys, xs] = p.head_gx[ys, xs], p.head_gy[ys, xs]
+            self._rest_maps = True
+            return
+        self._rest_maps = False
         (m00, m01), (m10, m11) = rigid.m
         tx, ty = rigid.t
-        mx, my = self._mapx, self._mapy
-        for x0, y0, x1, y1 in self._p.head_tiles:
-            tmx, tmy = mx[y0:y1, x0:x1], my[y0:y1, x0:x1]
-            hwx, hwy, hw = self._p.hwx[y0:y1, x0:x1], self._p.hwy[y0:y1, x0:x1], self._p.hw[y0:y1, x0:x1]
-            cv2.scaleAdd(hwx, m00, self._p.gx[y0:y1, x0:x1], dst=tmx)
-            cv2.scaleAdd(hwy, m01, tmx, dst=tmx)
-            cv2.scaleAdd(hw, tx, tmx, dst=tmx)
-            cv2.scaleAdd(hwx, m10, self._p.gy[y0:y1, x0:x1], dst=tmy)
-            cv2.scaleAdd(hwy, m11, tmy, dst=tmy)
-            cv2.scaleAdd(hw, ty, tmy, dst=tmy)
-            cv2.scaleAdd(self._p.body[y0:y1, x0:x1], -state.dy, tmy, dst=tmy)
-        yaw, pitch = math.radians(state.yaw), math.radians(state.pitch)
-        if abs(yaw) + abs(pitch) < 1e-6:
+        cv2.scaleAdd(p.head_hwx, m00, p.head_gx, dst=mx)
+        cv2.scaleAdd(p.head_hwy, m01, mx, dst=mx)
+        cv2.scaleAdd(p.head_hw, tx, mx, dst=mx)
+        cv2.scaleAdd(p.head_hwx, m10, p.head_gy, dst=my)
+        cv2.scaleAdd(p.head_hwy, m11, my, dst=my)
+        cv2.scaleAdd(p.head_hw, ty, my, dst=my)
+        cv2.scaleAdd(p.head_body, -state.dy, my, dst=my)
+        if still:
             return
         # depth parallax, sampled where the face now is (an integer shift; the residual is sub-pixel)
         shift = rigid.forward(self._p.face_centre[None])[0] - self._p.face_centre
@@ -232,14 +271,15 @@ class Renderer:
         h, w = d.shape
         lx0, ly0, lx1, ly1 = self._p.depth_limit
         ox0, oy0 = max(0, x0 + sx, lx0), max(0, y0 + sy, ly0)
-        ox1, oy1 = min(self._w, x0 + sx + w, lx1), min(mx.shape[0], y0 + sy + h, ly1)
+        ox1, oy1 = min(self._w, x0 + sx + w, lx1), min(maps.band[1], y0 + sy + h, ly1)
         if ox1 <= ox0 or oy1 <= oy0:
             return
         sub = d[oy0 - y0 - sy : oy1 - y0 - sy, ox0 - x0 - sx : ox1 - x0 - sx]
+        dmx, dmy = maps.at(ox0, oy0, ox1, oy1)
         if yaw:
-            cv2.scaleAdd(sub, -yaw, mx[oy0:oy1, ox0:ox1], dst=mx[oy0:oy1, ox0:ox1])
+            cv2.scaleAdd(sub, -yaw, dmx, dst=dmx)
         if pitch:
-            cv2.scaleAdd(sub, -pitch, my[oy0:oy1, ox0:ox1], dst=my[oy0:oy1, ox0:ox1])
+            cv2.scaleAdd(sub, -pitch, dmy, dst=dmy)
 
     # ------------------------------------------------------------ eyes and mouth
 
