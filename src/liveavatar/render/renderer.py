@@ -135,6 +135,8 @@ class Renderer:
         self._frame = np.empty((h, w, 3), np.uint8)
         self._band = self._frame[top:bottom]
         self._bg_band = np.empty((bottom - top, w, 3), np.uint8)
+        self._layer = np.empty((bottom - top, w, 4), np.uint8)
+        """Scratch for the warped tiles (BGRA)."""
         self._solid = True
         self._last: tuple[float, ...] | None = None
         self.set_background(background)
@@ -161,7 +163,8 @@ class Renderer:
         if self._solid or was_solid or self._src is not p.person:
             # over an image the source is the person alone whatever the image: a new one (a video
             # backdrop's next frame) keeps the source and any eyelids drawn into it
-            self._src = self._frame[top:bottom].copy() if self._solid else p.person
+            # four channels either way: OpenCV's remap has a vector path for 4 channels and none for 3
+            self._src = cv2.cvtColor(self._frame[top:bottom], cv2.COLOR_BGR2BGRA) if self._solid else p.person
             self._work = self._src.copy()
             self._blinked = False
 
@@ -218,12 +221,12 @@ class Renderer:
                 mx, my = maps.at(x0, y0, x1, y1)
             else:
                 mx, my = self._p.gx[y0:y1, x0:x1], self._body_mapy[y0:y1, x0:x1]
+            layer = self._layer[y0:y1, x0:x1]
             if self._solid:
-                cv2.remap(
-                    self._work, mx, my, cv2.INTER_LINEAR, dst=self._band[y0:y1, x0:x1], borderMode=cv2.BORDER_REPLICATE
-                )
+                cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, dst=layer, borderMode=cv2.BORDER_REPLICATE)
+                cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR, dst=self._band[y0:y1, x0:x1])
                 continue
-            layer = cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, dst=layer, borderMode=cv2.BORDER_CONSTANT)
             inv = cv2.cvtColor(cv2.bitwise_not(cv2.extractChannel(layer, 3)), cv2.COLOR_GRAY2BGR)
             under = cv2.multiply(self._bg_band[y0:y1, x0:x1], inv, scale=1 / 255)
             cv2.add(cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), under, dst=self._band[y0:y1, x0:x1])
