@@ -28,13 +28,21 @@ class Rigid:
         self.m = np.array([[c - 1, s], [-s, c - 1]])
         self.t = -(self.m @ [px, py]) - np.array([[c, s], [-s, c]]) @ [dx, dy]
         self.dy = dy
+        # the forward map's inverse, as scalars (the same arithmetic as inverting eye(2) + m)
+        (m00, m01), (m10, m11) = self.m.tolist()
+        self._inv = (1.0 + m00, m01, m10, 1.0 + m11)
+        self._det = self._inv[0] * self._inv[3] - self._inv[1] * self._inv[2]
+        self._t = (float(self.t[0]), float(self.t[1]))
 
     def forward(self, pts: F64) -> F64:
         """Where rest points of the head (band coordinates) appear in the frame."""
-        (a, b), (c, d) = np.eye(2) + self.m
-        det = a * d - b * c
-        x, y = pts[:, 0] - self.t[0], pts[:, 1] - self.t[1]
-        return np.stack([(d * x - b * y) / det, (a * y - c * x) / det], 1)
+        a, b, c, d = self._inv
+        det = self._det
+        out = np.empty_like(pts, dtype=np.float64)
+        x, y = pts[:, 0] - self._t[0], pts[:, 1] - self._t[1]
+        out[:, 0] = (d * x - b * y) / det
+        out[:, 1] = (a * y - c * x) / det
+        return out
 
     def backward(self, x: F64, y: F64) -> tuple[F64, F64]:
         """Where frame points of the head sample the rest frame (band coordinates)."""
@@ -70,17 +78,25 @@ class FieldGroup:
         self.y1 = max(f.y + f.data.shape[0] for f in fields.values()) - top + 1
         shape = (self.y1 - self.y0, self.x1 - self.x0, 2)
         self.stack: dict[str, F32] = {}
+        """Each field over its own box (elsewhere in the group's box it is zero)."""
+        self.boxes: dict[str, tuple[slice, slice]] = {}
         self.reach: dict[str, float] = {}
         for n, f in fields.items():
-            full = np.zeros(shape, np.float32)
             fy, fx = f.y - top - self.y0, f.x - self.x0
-            full[fy : fy + f.data.shape[0], fx : fx + f.data.shape[1]] = f.data
-            self.stack[n] = full
-            self.reach[n] = float(np.abs(full).max())
+            self.boxes[n] = (slice(fy, fy + f.data.shape[0]), slice(fx, fx + f.data.shape[1]))
+            self.stack[n] = f.data.astype(np.float32)
+            self.reach[n] = float(np.abs(self.stack[n]).max())
         self.shape = shape
+        self.corners = np.array([[self.x0, self.y0], [self.x1, self.y0], [self.x0, self.y1], [self.x1, self.y1]], float)
         # the most the maps may change around the box: mixed fields and the head's own motion
         r = int(1.5 * max(self.reach.values()) + margin) + 2
         self.limit = (self.x0 - r, self.y0 - r, self.x1 + r, self.y1 + r)
+
+    def full(self, name: str) -> F32:
+        """One field over the group's whole box (H x W x 2)."""
+        out = np.zeros(self.shape, np.float32)
+        out[self.boxes[name]] = self.stack[name]
+        return out
 
     def solve(
         self,
@@ -99,10 +115,10 @@ class FieldGroup:
         acc[:] = 0.0
         reach = 2.0
         for n, w in active:
-            cv2.scaleAdd(self.stack[n], w, acc, dst=acc)
+            part = acc[self.boxes[n]]  # adding the zeros around a field's own box would change nothing
+            cv2.scaleAdd(self.stack[n], w, part, dst=part)
             reach += abs(w) * self.reach[n]
-        box = np.array([[self.x0, self.y0], [self.x1, self.y0], [self.x0, self.y1], [self.x1, self.y1]])
-        corners = rigid.forward(box)
+        corners = rigid.forward(self.corners)
         k = COARSE
         x0, y0 = np.floor(corners.min(0) - reach).astype(int) // k * k
         x1, y1 = np.ceil(corners.max(0) + reach).astype(int) // k * k

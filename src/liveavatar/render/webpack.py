@@ -57,7 +57,7 @@ class _Blob:
 
 def _group(group: FieldGroup, names: tuple[str, ...], blob: _Blob, key: str) -> dict[str, Any]:
     present = [n for n in names if n in group.stack]
-    blob.add(key, np.stack([group.stack[n] for n in present]).astype(np.float16))
+    blob.add(key, np.stack([group.full(n) for n in present]).astype(np.float16))
     return {
         "box": [group.x0, group.y0, group.x1, group.y1],
         "names": present,
