@@ -84,7 +84,14 @@ class _Prepared:
         su, sv = seam @ e / self.mw, seam @ np.array([-e[1], e[0]]) / self.mw
         order = np.argsort(su)
         self.seam = (su[order], sv[order])
+        self.teeth_depth = 0.9 * float(self.deltas["depth"][13, 0])
+        """How far the upper teeth sit behind the lip (scales their parallax)."""
         self.face_centre = self.lm[[1, 10, 152]].mean(0)
+        # the inner lip outline's points (upper contour, then lower reversed) and how each field moves them
+        idx = list(UPPER_INNER + LOWER_INNER[::-1])
+        self.lips = self.lm[idx]
+        self.lip_deltas = {n: self.deltas[n][idx] for n in MOUTH_FIELDS if n in self.deltas}
+        self.lip_depth = self.deltas["depth"][idx, 0]
         self.pivot = (pack.pivot[0], pack.pivot[1] - top)
         # the still frame over a backdrop: opaque pixels are the photo, clear ones the backdrop, and only
         # the matte's soft edge is blended (same float32 arithmetic as blending the whole frame)
@@ -316,13 +323,13 @@ class Renderer:
 
     def _lips(self, state: FaceState, weights: dict[str, float], rigid: Rigid) -> F64:
         """The parted lips' inner outline now (upper contour, then lower reversed), band coordinates."""
-        idx = list(UPPER_INNER + LOWER_INNER[::-1])
-        moved = self._p.lm[idx].copy()
+        p = self._p
+        moved = p.lips.copy()
         for n in MOUTH_FIELDS:
             w = weights.get(n, 0.0)
             if w:
-                moved += w * self._p.deltas[n][idx]
-        depth = self._p.deltas["depth"][idx, 0]
+                moved += w * p.lip_deltas[n]
+        depth = p.lip_depth
         moved[:, 0] += math.radians(state.yaw) * depth
         moved[:, 1] += math.radians(state.pitch) * depth
         return rigid.forward(moved)
@@ -330,8 +337,8 @@ class Renderer:
     def _draw_mouth(self, pts: F64, rigid: Rigid, state: FaceState, weights: dict[str, float]) -> None:
         """Mouth interior inside the parted lips: dark fill, tongue, upper teeth fixed to the skull."""
         n = len(UPPER_INNER)
-        upper, lower = pts[:n], pts[n:][::-1]
-        opening = float(np.max(np.linalg.norm(lower - upper, axis=1)))
+        gap = pts[n:][::-1] - pts[:n]  # lower lip minus upper lip, point by point
+        opening = math.sqrt(float((gap * gap).sum(1).max()))
         if opening < 0.3:
             return
         x0, y0, x1, y1 = _box(pts, 2, self._w, self._band.shape[0])
@@ -347,14 +354,17 @@ class Renderer:
         lit = cv2.GaussianBlur(m, (0, 0), 0.9)[..., None]
         col = colors[0][None, None, :] * (0.5 + 0.7 * inner)
         # tongue: a soft lighter mound low in the mouth, seen once the jaw is well open
-        mid_low = lower[n // 2] - [x0, y0]
-        tongue = np.zeros((h, w), np.uint8)
-        axes = (max(1, int(0.24 * self._p.mw * 16)), max(1, int(0.4 * opening * 16)))
-        centre = np.round((mid_low + [0.0, 0.15 * opening]) * 16).astype(int)
-        cv2.ellipse(tongue, (int(centre[0]), int(centre[1])), axes, 0.0, 180.0, 360.0, (255,), -1, cv2.LINE_AA, 4)
-        t = cv2.GaussianBlur(tongue, (0, 0), max(0.7, 0.12 * opening)).astype(np.float32)[..., None] / 255.0
-        t *= float(np.clip((opening - 0.08 * self._p.mw) / (0.12 * self._p.mw), 0.0, 1.0))
-        col = col + (colors[1][None, None, :] * (0.45 + 0.55 * inner) - col) * t
+        mw = self._p.mw
+        level = float(np.clip((opening - 0.08 * mw) / (0.12 * mw), 0.0, 1.0))
+        if level > 0.0:  # at 0 it would add exact zeros
+            mid_x, mid_y = float(pts[-1 - n // 2, 0]) - x0, float(pts[-1 - n // 2, 1]) - y0
+            tongue = np.zeros((h, w), np.uint8)
+            axes = (max(1, int(0.24 * mw * 16)), max(1, int(0.4 * opening * 16)))
+            centre = (int(round(mid_x * 16)), int(round((mid_y + 0.15 * opening) * 16)))
+            cv2.ellipse(tongue, centre, axes, 0.0, 180.0, 360.0, (255,), -1, cv2.LINE_AA, 4)
+            t = cv2.GaussianBlur(tongue, (0, 0), max(0.7, 0.12 * opening)).astype(np.float32)[..., None] / 255.0
+            t *= level
+            col = col + (colors[1][None, None, :] * (0.45 + 0.55 * inner) - col) * t
         col = self._teeth(col, x0, y0, rigid, state, np.asarray(lit, np.float32), weights)
         region = self._band[y0:y1, x0:x1]
         base = region.astype(np.float32)
@@ -365,14 +375,16 @@ class Renderer:
     ) -> F32:
         """Blend the upper teeth (the photo's own or synthetic), placed on the skull, not the jaw."""
         h, w = col.shape[:2]
-        ys, xs = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
+        p = self._p
+        # a row of x and a column of y: broadcasting does the same arithmetic per pixel as full grids
+        xs = np.arange(x0, x0 + w, dtype=np.float64)[None, :]
+        ys = np.arange(y0, y0 + h, dtype=np.float64)[:, None]
         rx, ry = rigid.backward(xs, ys)
-        d = 0.9 * float(self._p.deltas["depth"][13, 0])
-        centre, eu = self._p.mouth_frame
-        rx -= math.radians(state.yaw) * d + centre[0]
-        ry -= math.radians(state.pitch) * d + centre[1]
-        u = (rx * eu[0] + ry * eu[1]) / self._p.mw
-        v = (ry * eu[0] - rx * eu[1]) / self._p.mw - np.interp(u, *self._p.seam)
+        centre, eu = p.mouth_frame
+        rx -= math.radians(state.yaw) * p.teeth_depth + centre[0]
+        ry -= math.radians(state.pitch) * p.teeth_depth + centre[1]
+        u = (rx * eu[0] + ry * eu[1]) / p.mw
+        v = (ry * eu[0] - rx * eu[1]) / p.mw - np.interp(u, *p.seam)
         v += 0.05 * weights.get("lips_round", 0.0)  # pursed lips reach forward over the teeth
         rows, cols = self.pack.teeth.shape[:2]
         cu = ((u + 0.5) * (cols - 1)).astype(np.float32)
@@ -389,9 +401,10 @@ def _clamp(v: float, limit: float) -> float:
 
 def _box(pts: F64, margin: int, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer box around points, grown by a margin and clipped to the frame."""
-    x0, y0 = np.floor(pts.min(0)).astype(int) - margin
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + margin + 1
-    return max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height)
+    (lx, ly), (hx, hy) = pts.min(0).tolist(), pts.max(0).tolist()
+    x0, y0 = math.floor(lx) - margin, math.floor(ly) - margin
+    x1, y1 = math.ceil(hx) + margin + 1, math.ceil(hy) + margin + 1
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
 def _tiles(
