@@ -123,6 +123,7 @@ class FieldGroup:
         x0, y0 = np.floor(corners.min(0) - reach).astype(int) // k * k
         x1, y1 = np.ceil(corners.max(0) + reach).astype(int) // k * k
         lx0, ly0, lx1, ly1 = self.limit
+        # the maps' box holds the group's limit, so clipping to it changes nothing; it only guards `maps.at`
         (bw, bh), (mx0, my0, mx1, my1) = maps.band, (maps.x0, maps.y0, maps.x1, maps.y1)
         x0, y0 = max(x0, lx0 + (-lx0) % k, 0, mx0 + (-mx0) % k), max(y0, ly0 + (-ly0) % k, 0, my0 + (-my0) % k)
         x1, y1 = min(x1, lx1 // k * k, bw // k * k, mx1 // k * k), min(y1, ly1 // k * k, bh // k * k, my1 // k * k)
