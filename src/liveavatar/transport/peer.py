@@ -16,6 +16,7 @@ from liveavatar.errors import ParamError
 from liveavatar.media import AUDIO_SAMPLES, Clock
 from liveavatar.protocol.animation import ANIMATION_LABEL
 from liveavatar.transport.ice import rtc_configuration
+from liveavatar.transport.opus import OpusPacker
 from liveavatar.transport.tracks import AudioSource, AvatarAudioTrack, AvatarVideoTrack, MediaSource
 from liveavatar.transport.vp8 import TalkingHeadVp8Encoder, use_encoder
 
@@ -81,6 +82,7 @@ class Peer:
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise ParamError(f"invalid SDP offer: {exc}") from exc
         self._audio_sender = self._pc.addTrack(self._audio)
+        use_encoder(self._audio_sender, OpusPacker())  # the track encodes; without the slot aiortc's packs too
         if self._video is not None:
             video_sender = self._pc.addTrack(self._video)
             self._prefer_vp8(video_sender)

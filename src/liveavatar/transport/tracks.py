@@ -1,11 +1,11 @@
-"""Outbound media: 20 ms Opus-bound audio frames and 25 fps video frames, paced on one session clock."""
+"""Outbound media: 20 ms Opus packets and 25 fps video frames, paced on one session clock."""
 
 from __future__ import annotations
 
 import fractions
 import logging
 import math
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import av
 import cv2
@@ -15,6 +15,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, VIDEO_CLOCK, VIDEO_FPS, VIDEO_TICKS, Clock
+from liveavatar.transport.opus import SpeechOpusEncoder
 
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 AUDIO_MAX_LAG = 0.25
@@ -110,7 +111,11 @@ class Pacer:
 
 
 class AvatarAudioTrack(MediaStreamTrack):
-    """Server -> client audio: 48 kHz mono s16, one 20 ms frame per recv(), paced in real time."""
+    """Server -> client audio: one 20 ms Opus packet (48 kHz mono) per recv(), paced in real time.
+
+    It encodes itself, on the event loop (~80 us a frame of speech): aiortc sends packets as they come
+    (transport/opus.py), with RTP timestamp origin + pts, pts = index * AUDIO_SAMPLES as for frames.
+    """
 
     kind = "audio"
 
@@ -118,14 +123,15 @@ class AvatarAudioTrack(MediaStreamTrack):
         super().__init__()
         self._source = source
         self.pacer = Pacer(clock, AUDIO_PTIME, AUDIO_MAX_LAG, "audio")
+        self._encoder = SpeechOpusEncoder()
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         t = await self.pacer.next()
-        frame = audio_frame(self._source.audio_frame(t), self.pacer.index)
+        packet = self._encoder.encode(audio_frame(self._source.audio_frame(t), self.pacer.index))
         self.pacer.index += 1
-        return frame
+        return packet
 
 
 class AvatarVideoTrack(MediaStreamTrack):

@@ -108,7 +108,7 @@ def use_encoder(sender: RTCRtpSender, encoder: Encoder) -> bool:
     """
     slot = "_RTCRtpSender__encoder"
     if getattr(sender, slot, "missing") is not None:
-        log.warning("aiortc's sender has no empty encoder slot: keeping aiortc's own VP8 settings")
+        log.warning("aiortc's sender has no empty encoder slot: it keeps its own, not %s", type(encoder).__name__)
         return False
     setattr(sender, slot, encoder)
     return True
