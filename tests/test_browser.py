@@ -50,6 +50,27 @@ async def _sent_audio_packets(page: Page) -> int:
     )
 
 
+async def _received_audio(page: Page) -> dict[str, float]:
+    """What the page's peer connection decoded of the avatar's audio so far (inbound-rtp stats)."""
+    return dict(
+        await page.evaluate(
+            """async () => {
+                const found = {energy: 0, samples: 0, concealed: 0, channels: 0};
+                const report = await window.__liveavatar.session.pc.getStats();
+                report.forEach((s) => {
+                    if (s.type !== 'inbound-rtp' || s.kind !== 'audio') return;
+                    found.energy = s.totalAudioEnergy || 0;
+                    found.samples = s.totalSamplesReceived || 0;
+                    found.concealed = s.concealedSamples || 0;
+                    const codec = report.get(s.codecId);
+                    found.channels = codec ? codec.channels || 0 : 0;
+                });
+                return found;
+            }"""
+        )
+    )
+
+
 async def _debug(page: Page, expression: str) -> Any:
     """Evaluate `expression` against the page's `window.__liveavatar` debug hook (as `d`)."""
     return await page.evaluate(f"(() => {{ const d = window.__liveavatar; return {expression}; }})()")
@@ -137,6 +158,14 @@ async def test_demo_page_goes_live_and_talks(page: Page, deployment: Deployment)
     await page.wait_for_function(
         "window.__liveavatar.messages.some((m) => m.type === 'event' && m.pld.event === 'audio_start')"
     )
+    # The voice is decoded and played with sound: the server sends mono Opus packets on opus/48000/2.
+    for _ in range(100):
+        heard = await _received_audio(page)
+        if heard["energy"] > 1e-3:
+            break
+        await asyncio.sleep(0.1)
+    assert heard["energy"] > 1e-3 and heard["samples"] > 0, heard
+    assert heard["concealed"] < heard["samples"] / 2, heard  # decoded, not made up by loss concealment
 
     # Live stats fill in (refreshed every second).
     await page.wait_for_function(
