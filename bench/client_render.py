@@ -106,7 +106,6 @@ def session_cost(seconds: float, cache_dir: Path) -> Reply:
     import av
     import cv2
     import numpy as np
-    from aiortc.codecs.opus import OpusEncoder
 
     from liveavatar.render.avatars import AvatarRegistry
     from liveavatar.render.loop import renderer_for
@@ -114,6 +113,7 @@ def session_cost(seconds: float, cache_dir: Path) -> Reply:
     from liveavatar.session.avatar import AvatarSource
     from liveavatar.session.puppet import Puppet
     from liveavatar.speech.base import SpeechChunk
+    from liveavatar.transport.opus import SpeechOpusEncoder
     from liveavatar.transport.tracks import audio_frame
     from liveavatar.transport.vp8 import TalkingHeadVp8Encoder
 
@@ -130,7 +130,7 @@ def session_cost(seconds: float, cache_dir: Path) -> Reply:
 
     results: Reply = {}
     for render in ("client", "server"):
-        opus = OpusEncoder()
+        opus = SpeechOpusEncoder()  # as the audio track encodes
         if render == "client":
             puppet = Puppet("astronaut", pack.size, Motion(seed=1))
             puppet.attach(stream, lambda: 0)
