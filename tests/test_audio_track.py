@@ -75,3 +75,14 @@ async def test_the_audio_sender_takes_the_packer() -> None:
         assert use_encoder(sender, OpusPacker())  # aiortc still has the slot it fills
     finally:
         await pc.close()
+
+
+async def test_the_packer_knows_the_pts_of_the_last_packets_sent_after_a_skip() -> None:
+    track, packer = AvatarAudioTrack(ToneThenSilence(), UnpacedClock()), OpusPacker()
+    for _ in range(2):
+        packer.pack(await track.recv())
+    track.pacer.index += 50  # a track starved of CPU skips to the frame due now
+    packer.pack(await track.recv())
+    track.stop()
+    assert packer.packed == 3
+    assert (packer.pts_of(3), packer.pts_of(2), packer.pts_of(1)) == (52 * AUDIO_SAMPLES, AUDIO_SAMPLES, None)

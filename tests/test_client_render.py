@@ -151,6 +151,46 @@ async def test_a_client_rendered_session_speaks_with_a_face_stream_and_no_video(
     assert abs(best * 20) <= 40, (best * 20, max(scores))
 
 
+async def test_a_rejoined_client_gets_the_rtp_base_of_its_new_tracks(api: LiveAvatarApi) -> None:
+    """A rejoin's tracks start where the session clock is, not at 0: rtp_base still maps packets to positions."""
+    session, conn = await join(api)
+    try:
+        await wait_until(lambda: conn.hello is not None, timeout=15, what="HELLO")
+        await asyncio.sleep(2.0)  # the session clock runs on
+    finally:
+        await conn.aclose()
+
+    async def rejoin() -> Connection | None:
+        try:
+            credentials = (await api.session(session["_id"]))["credentials"]
+            return await Connection.join(credentials, ice_hosts=LOOPBACK, render="client")
+        except ApiError as refused:  # until the server has seen the drop, the old peer still holds the session
+            assert refused.code == 1009, refused
+            return None
+
+    again = await wait_until(rejoin, timeout=10, interval=0.2, what="a rejoin once the server saw the drop")
+    rec = Capture()
+    recorder = asyncio.create_task(capture(again, rec))
+    try:
+        await wait_until(
+            lambda: rec.audio and any(isinstance(m, Frames) for _, m in rec.messages),
+            timeout=15,
+            what="audio and frames on the rejoin",
+        )
+        rtp_first = first_rtp_received(again)
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await again.aclose()
+        await api.close_session(session["_id"])
+    hello = next(m for _, m in rec.messages if isinstance(m, Hello))
+    frames = next(m for _, m in rec.messages if isinstance(m, Frames))
+    position = (rtp_first - hello.rtp_base) % (1 << 32)  # of the first packet the new peer received
+    assert position >= 2 * AUDIO_RATE, (position, frames.first_position)
+    # the faces start at the sound being handed out when the stream began, a few packets after the first
+    assert 0 <= frames.first_position - position < AUDIO_RATE // 2, (position, frames.first_position)
+
+
 async def test_interrupt_cuts_the_stream_and_the_mouth_closes(api: LiveAvatarApi) -> None:
     session, conn = await join(api)
     rec = Capture()

@@ -65,6 +65,11 @@ class OpusPacker(Encoder):
     decoded sound), and it is optional per packet.
     """
 
+    def __init__(self) -> None:
+        self.packed = 0
+        """Packets packed so far: the sender sends each as one RTP packet, in order."""
+        self._pts = (0, 0)
+
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         """Not used: the track encodes; a frame here means a track that does not."""
         raise TypeError("OpusPacker packs Opus packets; this track hands out raw frames")
@@ -74,4 +79,18 @@ class OpusPacker(Encoder):
         if packet.size == 0:
             return [], 0
         assert packet.pts is not None and packet.time_base == TIME_BASE
+        self.packed += 1
+        self._pts = (self._pts[1], packet.pts)
         return [bytes(packet)], packet.pts
+
+    def pts_of(self, count: int) -> int | None:
+        """The pts of the `count`-th packet packed (1-based), for the last two; else None.
+
+        The sender counts a packet as sent only after its send, which may wait: the one packed last may
+        still be on its way.
+        """
+        if count == self.packed:
+            return self._pts[1]
+        if count == self.packed - 1 >= 1:
+            return self._pts[0]
+        return None

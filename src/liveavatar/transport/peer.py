@@ -51,6 +51,9 @@ class Peer:
         self._audio = AvatarAudioTrack(audio, clock)
         self._video = AvatarVideoTrack(video, clock) if video is not None else None
         self._audio_sender: RTCRtpSender | None = None
+        self._audio_packer = OpusPacker()
+        self._packs_audio = False
+        """Whether the audio sender packs with `_audio_packer` (else with aiortc's own encoder, alike)."""
         self._on_message = on_message
         self._on_state = on_state
         self._on_audio = on_audio
@@ -82,7 +85,7 @@ class Peer:
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise ParamError(f"invalid SDP offer: {exc}") from exc
         self._audio_sender = self._pc.addTrack(self._audio)
-        use_encoder(self._audio_sender, OpusPacker())  # the track encodes; without the slot aiortc's packs too
+        self._packs_audio = use_encoder(self._audio_sender, self._audio_packer)  # the track encodes either way
         if self._video is not None:
             video_sender = self._pc.addTrack(self._video)
             self._prefer_vp8(video_sender)
@@ -132,15 +135,18 @@ class Peer:
     def audio_rtp_origin(self) -> int | None:
         """The RTP timestamp aiortc gives the audio track's pts 0; None until its first packet went out.
 
-        aiortc draws a random origin for each sender and keeps it to itself; the timestamp of the last packet
-        sent and the count of packets (20 ms, one per track frame, from pts 0) give it back.
+        aiortc draws a random origin for each sender, sends origin + pts and keeps the origin to itself; the
+        timestamp of the last packet sent less that packet's pts gives it back. The pts comes from the
+        packer (a track that skipped frames, or started late on a rejoin, has pts ahead of its packet count);
+        without it, from the count of packets (20 ms each, from pts 0, none skipped).
         """
         sender = self._audio_sender
         count = getattr(sender, "_RTCRtpSender__packet_count", None)
         last = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
         if not isinstance(count, int) or not isinstance(last, int) or count < 1:
             return None
-        return (last - AUDIO_SAMPLES * (count - 1)) % (1 << 32)
+        pts = self._audio_packer.pts_of(count) if self._packs_audio else AUDIO_SAMPLES * (count - 1)
+        return None if pts is None else (last - pts) % (1 << 32)
 
     def _state_changed(self) -> None:
         # Once the owner closes this peer, its last state changes ("closed") are not news to the owner:
