@@ -32,7 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from common import BENCH_DIR, Reply, machine_info, run_bench
 from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, UnpacedClock
-from liveavatar.transport.opus import OpusPacker
+from liveavatar.transport.opus import OpusPacker, open_codec
 from liveavatar.transport.tracks import AudioSource, AvatarAudioTrack, audio_frame
 from liveavatar.transport.vp8 import use_encoder
 
@@ -109,7 +109,34 @@ async def one_run(path: str, source: AudioSource, frames: int) -> tuple[float, f
     return 1e6 * process / frames, 1e6 * thread / frames, 8 * sent / (frames * AUDIO_PTIME) / 1000
 
 
-async def measure(frames: int, runs: int) -> Reply:
+def encode_cost(
+    source: AudioSource, frames: int, application: str, complexity: int, bitrate: int
+) -> tuple[float, float]:
+    """(thread us per frame, kbps) of the encode alone with these Opus settings."""
+    codec = open_codec(bitrate, complexity, application)
+    pcm = [audio_frame(source.audio_frame(i * AUDIO_PTIME), i) for i in range(frames)]
+    sent = 0
+    started = time.thread_time()
+    for frame in pcm:
+        sent += sum(packet.size for packet in codec.encode(frame))
+    return 1e6 * (time.thread_time() - started) / frames, 8 * sent / (frames * AUDIO_PTIME) / 1000
+
+
+def sweep(sources: dict[str, AudioSource], frames: int, runs: int) -> Reply:
+    """The encode alone for each setting: min thread us per frame over the runs, and kbps, per signal."""
+    found: Reply = {}
+    for application in ("audio", "voip"):
+        for complexity in (0, 3, 5, 7, 10):
+            for bitrate in (32_000, 48_000):
+                row: Reply = {}
+                for signal, source in sources.items():
+                    costs = [encode_cost(source, frames, application, complexity, bitrate) for _ in range(runs)]
+                    row[signal] = {"us_min": min(c[0] for c in costs), "kbps": costs[0][1]}
+                found[f"{application} c{complexity} {bitrate // 1000}k"] = row
+    return found
+
+
+async def measure(frames: int, runs: int, with_sweep: bool) -> Reply:
     """Every path on speech and silence, the runs interleaved."""
     sources: dict[str, AudioSource] = {
         "speech": Looped(await asyncio.to_thread(speech)),
@@ -130,6 +157,8 @@ async def measure(frames: int, runs: int) -> Reply:
             "thread_us_median": statistics.median(thread),
             "kbps": statistics.median(kbps),
         }
+    if with_sweep:
+        results["sweep"] = sweep(sources, frames, runs)
     return results
 
 
@@ -147,6 +176,14 @@ def summary(results: Reply) -> str:
                 f"{key:<16} {row['process_us_min']:6.1f} / {row['process_us_median']:6.1f} "
                 f"{row['thread_us_min']:8.1f} / {row['thread_us_median']:6.1f} {row['kbps']:6.1f}"
             )
+    if "sweep" in results:
+        lines.append("encode alone (min thread us per frame, kbps): setting, speech, silence")
+        for setting, row in results["sweep"].items():
+            speech, silence = row["speech"], row["silence"]
+            lines.append(
+                f"  {setting:<14} {speech['us_min']:6.1f} us {speech['kbps']:5.1f} kbps"
+                f"   {silence['us_min']:6.1f} us {silence['kbps']:5.1f} kbps"
+            )
     return "\n".join(lines)
 
 
@@ -155,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000, help="frames per run (1000 = 20 s of audio)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each path and signal, interleaved")
+    parser.add_argument("--sweep", action="store_true", help="also time the encode alone for other Opus settings")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "audio.json")
     args = parser.parse_args(argv)
-    return run_bench(measure(args.frames, args.runs), args.output, summary)
+    return run_bench(measure(args.frames, args.runs, args.sweep), args.output, summary)
 
 
 if __name__ == "__main__":

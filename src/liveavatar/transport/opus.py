@@ -34,7 +34,7 @@ class SpeechOpusEncoder:
     """
 
     def __init__(self) -> None:
-        self._codec = _open_codec()
+        self._codec = open_codec()
 
     def encode(self, frame: av.AudioFrame) -> av.Packet[Any]:
         """One 20 ms frame (pts in samples) -> its packet, with the frame's pts and time base."""
@@ -46,14 +46,17 @@ class SpeechOpusEncoder:
         return packet
 
 
-def _open_codec() -> AudioCodecContext:
+def open_codec(
+    bitrate: int = BITRATE, complexity: int = COMPLEXITY, application: str = APPLICATION
+) -> AudioCodecContext:
+    """A libopus encoder for 48 kHz mono s16 20 ms frames (the settings are arguments for bench/audio.py)."""
     codec = av.CodecContext.create("libopus", "w")
     assert isinstance(codec, AudioCodecContext)
-    codec.bit_rate = BITRATE
+    codec.bit_rate = bitrate
     codec.format = "s16"
     codec.layout = "mono"
     codec.sample_rate = AUDIO_RATE
-    codec.options = {"application": APPLICATION, "compression_level": str(COMPLEXITY)}
+    codec.options = {"application": application, "compression_level": str(complexity)}
     return codec
 
 
