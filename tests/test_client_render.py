@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,20 @@ async def capture(conn: Connection, rec: Capture) -> None:
     await asyncio.gather(audio(), animation())
 
 
+@contextlib.asynccontextmanager
+async def recording(api: LiveAvatarApi, session: dict[str, Any], conn: Connection) -> AsyncIterator[Capture]:
+    """Capture what `conn` receives; on the way out, stop, leave the peer and close the session."""
+    rec = Capture()
+    recorder = asyncio.create_task(capture(conn, rec))
+    try:
+        yield rec
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await conn.aclose()
+        await api.close_session(session["_id"])
+
+
 async def join(api: LiveAvatarApi, **params: Any) -> tuple[dict[str, Any], Connection]:
     session = await api.create_session("astronaut", render="client", **params)
     conn = await Connection.join(session["credentials"], ice_hosts=LOOPBACK, render="client")
@@ -86,20 +102,13 @@ async def test_render_is_a_session_option_echoed_in_detail(api: LiveAvatarApi) -
 
 async def test_a_client_rendered_session_speaks_with_a_face_stream_and_no_video(api: LiveAvatarApi) -> None:
     session, conn = await join(api)
-    rec = Capture()
-    recorder = asyncio.create_task(capture(conn, rec))
-    try:
+    async with recording(api, session, conn) as rec:
         await wait_until(lambda: len(rec.audio) >= 25, timeout=15, what="half a second of audio")
         conn.send_chat(TEXT)
         await conn.next_message(lambda m: m.get("pld", {}).get("event") == "audio_end", timeout=60)
         end = rec.heard_until()
         await wait_until(lambda: rec.heard_until() >= end + AUDIO_RATE // 2, timeout=10, what="0.5 s more audio")
         rtp_origin = first_rtp_received(conn)
-    finally:
-        recorder.cancel()
-        await asyncio.gather(recorder, return_exceptions=True)
-        await conn.aclose()
-        await api.close_session(session["_id"])
 
     # no video: none offered, none answered, none received
     assert conn.video.empty() and conn.first_video_at is None
@@ -169,20 +178,13 @@ async def test_a_rejoined_client_gets_the_rtp_base_of_its_new_tracks(api: LiveAv
             return None
 
     again = await wait_until(rejoin, timeout=10, interval=0.2, what="a rejoin once the server saw the drop")
-    rec = Capture()
-    recorder = asyncio.create_task(capture(again, rec))
-    try:
+    async with recording(api, session, again) as rec:
         await wait_until(
             lambda: rec.audio and any(isinstance(m, Frames) for _, m in rec.messages),
             timeout=15,
             what="audio and frames on the rejoin",
         )
         rtp_first = first_rtp_received(again)
-    finally:
-        recorder.cancel()
-        await asyncio.gather(recorder, return_exceptions=True)
-        await again.aclose()
-        await api.close_session(session["_id"])
     hello = next(m for _, m in rec.messages if isinstance(m, Hello))
     frames = next(m for _, m in rec.messages if isinstance(m, Frames))
     position = (rtp_first - hello.rtp_base) % (1 << 32)  # of the first packet the new peer received
@@ -193,9 +195,7 @@ async def test_a_rejoined_client_gets_the_rtp_base_of_its_new_tracks(api: LiveAv
 
 async def test_interrupt_cuts_the_stream_and_the_mouth_closes(api: LiveAvatarApi) -> None:
     session, conn = await join(api)
-    rec = Capture()
-    recorder = asyncio.create_task(capture(conn, rec))
-    try:
+    async with recording(api, session, conn) as rec:
         await wait_until(lambda: conn.hello is not None, timeout=15, what="HELLO")
         conn.send_chat(TEXT + " " + TEXT)
         await wait_until(
@@ -206,11 +206,6 @@ async def test_interrupt_cuts_the_stream_and_the_mouth_closes(api: LiveAvatarApi
         assert ack["pld"]["code"] == 1000
         heard = rec.heard_until()
         await wait_until(lambda: rec.heard_until() >= heard + AUDIO_RATE, timeout=10, what="1 s more audio")
-    finally:
-        recorder.cancel()
-        await asyncio.gather(recorder, return_exceptions=True)
-        await conn.aclose()
-        await api.close_session(session["_id"])
 
     cuts = [m for _, m in rec.messages[sent:] if isinstance(m, Cut)]
     assert cuts, "no CUT after the interrupt"
@@ -225,20 +220,13 @@ async def test_interrupt_cuts_the_stream_and_the_mouth_closes(api: LiveAvatarApi
 
 async def test_an_expression_reaches_the_stream_at_once(api: LiveAvatarApi) -> None:
     session, conn = await join(api)
-    rec = Capture()
-    recorder = asyncio.create_task(capture(conn, rec))
-    try:
+    async with recording(api, session, conn) as rec:
         await wait_until(lambda: len(conn.faces) >= 15, timeout=15, what="frames")
         sent = len(rec.messages)
         heard = rec.heard_until()
         ack = await conn.set_action(expression="happiness")
         assert ack["pld"]["code"] == 1000
         await wait_until(lambda: rec.heard_until() >= heard + AUDIO_RATE, timeout=10, what="1 s more audio")
-    finally:
-        recorder.cancel()
-        await asyncio.gather(recorder, return_exceptions=True)
-        await conn.aclose()
-        await api.close_session(session["_id"])
     cuts = [m for _, m in rec.messages[sent:] if isinstance(m, Cut)]
     assert cuts and cuts[0].position < heard + AUDIO_RATE // 2
     smiles = [s.smile for p, s in conn.faces.items() if heard + 0.6 * AUDIO_RATE <= p <= heard + AUDIO_RATE]
