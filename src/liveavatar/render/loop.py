@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import replace
 from typing import Protocol
 
@@ -14,7 +13,7 @@ from liveavatar.render.arrays import F32, F64, U8
 from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
 from liveavatar.render.loop_geometry import mouth_patch
-from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, AvatarPack, Field
+from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, AvatarPack, Field, per_pack
 from liveavatar.render.renderer import Renderer
 
 log = logging.getLogger(__name__)
@@ -92,14 +91,7 @@ class _LoopPrepared:
         return found
 
 
-_PREPARED: weakref.WeakKeyDictionary[AvatarPack, _LoopPrepared] = weakref.WeakKeyDictionary()
-
-
-def _prepared(pack: AvatarPack) -> _LoopPrepared:
-    found = _PREPARED.get(pack)
-    if found is None:
-        found = _PREPARED[pack] = _LoopPrepared(pack)
-    return found
+_prepared = per_pack(_LoopPrepared)
 
 
 def _mouth_only(pack: AvatarPack, box: tuple[int, int, int, int], clip_frame: U8) -> AvatarPack:

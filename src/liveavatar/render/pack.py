@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -240,3 +242,19 @@ def _load_loop(a: dict[str, np.ndarray[Any, Any]], header: dict[str, Any] | None
         rest=int(header.get("rest", 0)),
         crop=a["loop.crop"].astype(np.float64),
     )
+
+
+_T = TypeVar("_T")
+
+
+def per_pack(build: Callable[[AvatarPack], _T]) -> Callable[[AvatarPack], _T]:
+    """`build(pack)` done once per pack object and kept while the pack lives (what its renderers share)."""
+    built: weakref.WeakKeyDictionary[AvatarPack, _T] = weakref.WeakKeyDictionary()
+
+    def get(pack: AvatarPack) -> _T:
+        found = built.get(pack)
+        if found is None:
+            found = built[pack] = build(pack)
+        return found
+
+    return get

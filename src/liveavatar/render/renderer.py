@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import replace
 
 import cv2
@@ -15,7 +14,7 @@ from liveavatar.render.background import Background
 from liveavatar.render.face import FaceState
 from liveavatar.render.inverse_warp import COARSE, FieldGroup, Maps, Rigid
 from liveavatar.render.landmarks import LOWER_INNER, UPPER_INNER
-from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, TEETH_SPAN, AvatarPack
+from liveavatar.render.pack import FACE_FIELDS, MOUTH_FIELDS, TEETH_SPAN, AvatarPack, per_pack
 
 MAX_ROLL = 4.5
 """Degrees of head tilt drawn at most (larger values are clamped)."""
@@ -103,14 +102,7 @@ class _Prepared:
         self.edge_under = 1 - ea
 
 
-_PREPARED: weakref.WeakKeyDictionary[AvatarPack, _Prepared] = weakref.WeakKeyDictionary()
-
-
-def _prepared(pack: AvatarPack) -> _Prepared:
-    found = _PREPARED.get(pack)
-    if found is None:
-        found = _PREPARED[pack] = _Prepared(pack)
-    return found
+_prepared = per_pack(_Prepared)
 
 
 class Renderer:
