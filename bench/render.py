@@ -35,7 +35,7 @@ from liveavatar.avatars.intake import read_portrait  # noqa: E402
 from liveavatar.media import UnpacedClock  # noqa: E402
 from liveavatar.render.avatars import builtin_portraits  # noqa: E402
 from liveavatar.render.background import Background  # noqa: E402
-from liveavatar.render.builder import build_pack, build_video_pack  # noqa: E402
+from liveavatar.render.builder import build_pack  # noqa: E402
 from liveavatar.render.detection import detect  # noqa: E402
 from liveavatar.render.face import MOUTH_BASES, FaceState  # noqa: E402
 from liveavatar.render.loop import FrameRenderer, LoopRenderer  # noqa: E402
@@ -283,7 +283,7 @@ def video_row(
     data = synthetic_clip(image, seconds)
     t0 = time.perf_counter()
     portrait = read_portrait(data)
-    pack = build_video_pack(data, portrait.image, portrait.seconds, avatar_id=avatar_id, name=name, size=size)
+    pack = build_pack(portrait.image, avatar_id=avatar_id, name=name, size=size, clip=data, clip_at=portrait.seconds)
     build = time.perf_counter() - t0
     file = tmp / f"{avatar_id}-video.npz"
     pack.save(file)

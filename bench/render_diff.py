@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from liveavatar.avatars.intake import read_portrait  # noqa: E402
 from liveavatar.render.avatars import builtin_portraits  # noqa: E402
 from liveavatar.render.background import Background  # noqa: E402
-from liveavatar.render.builder import build_pack, build_video_pack  # noqa: E402
+from liveavatar.render.builder import build_pack  # noqa: E402
 from liveavatar.render.face import FaceState  # noqa: E402
 from liveavatar.render.loop import FrameRenderer, LoopRenderer  # noqa: E402
 from liveavatar.render.motion import Motion  # noqa: E402
@@ -59,7 +59,7 @@ def video_pack(folder: Path) -> AvatarPack:
         name, _, path = builtin_portraits()[avatar_id]
         data = synthetic_clip(cv2.imread(str(path)), 8.0)
         portrait = read_portrait(data)
-        pack = build_video_pack(data, portrait.image, portrait.seconds, avatar_id=avatar_id, name=name)
+        pack = build_pack(portrait.image, avatar_id=avatar_id, name=name, clip=data, clip_at=portrait.seconds)
         pack.save(file)
     return AvatarPack.load(file)
 

@@ -16,7 +16,7 @@ import pytest
 from liveavatar.avatars.intake import read_portrait
 from liveavatar.media import VIDEO_FPS
 from liveavatar.render.avatars import AvatarRegistry, builtin_portraits
-from liveavatar.render.builder import build_video_pack
+from liveavatar.render.builder import build_pack
 from liveavatar.render.detection import detect, mouth_opening
 from liveavatar.render.face import FaceState
 from liveavatar.render.landmarks import EYES
@@ -99,7 +99,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Clip, AvatarPack]:
     clip = make_clip(image)
     portrait = read_portrait(clip.data)
     assert portrait.kind == "video"
-    pack = build_video_pack(clip.data, portrait.image, portrait.seconds, avatar_id="astro", name="Eileen")
+    pack = build_pack(portrait.image, avatar_id="astro", name="Eileen", clip=clip.data, clip_at=portrait.seconds)
     file = Path(tmp_path_factory.mktemp("packs")) / "astro.npz"
     pack.save(file)
     return clip, AvatarPack.load(file)

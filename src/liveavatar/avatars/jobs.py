@@ -234,7 +234,7 @@ class AvatarJobs:
         return fetched.content
 
     def _make(self, row: AvatarRow, data: bytes, report: Progress) -> tuple[Portrait, AvatarPack]:
-        from liveavatar.render.builder import build_pack, build_video_pack  # needs mediapipe: only when building
+        from liveavatar.render.builder import build_pack  # needs mediapipe: only when building
 
         report("reading the file", 0.02)
         portrait = read_portrait(data, max_seconds=self._max_video_seconds, progress=report)
@@ -250,28 +250,17 @@ class AvatarJobs:
         for note, image, seconds in candidates:
             cv2.imwrite(str(folder / PORTRAIT), image)
             try:
-                if portrait.kind == "video":  # the clip is the idle motion, the frame gives the mouth
-                    pack = build_video_pack(
-                        data,
-                        image,
-                        seconds,
-                        avatar_id=row.avatar_id,
-                        name=row.name,
-                        gender=row.gender,
-                        framing=framing,
-                        size=size,
-                        progress=step,
-                    )
-                else:
-                    pack = build_pack(
-                        image,
-                        avatar_id=row.avatar_id,
-                        name=row.name,
-                        gender=row.gender,
-                        framing=framing,
-                        size=size,
-                        progress=step,
-                    )
+                pack = build_pack(
+                    image,
+                    avatar_id=row.avatar_id,
+                    name=row.name,
+                    gender=row.gender,
+                    framing=framing,
+                    size=size,
+                    clip=data if portrait.kind == "video" else None,  # the clip is the idle motion
+                    clip_at=seconds,
+                    progress=step,
+                )
             except LiveAvatarError as exc:  # a video's next-best frame may still work
                 log.info("avatar %r: %s cannot be used: %s", row.avatar_id, note or "the photo", exc.msg)
                 first_error = first_error or exc

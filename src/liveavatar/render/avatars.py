@@ -266,27 +266,19 @@ class AvatarRegistry:
         path = self._pack_path(avatar.pack_key)
         if path.exists():
             return AvatarPack.load(path)
-        from liveavatar.render.builder import build_pack, build_video_pack  # needs mediapipe: only when building
+        from liveavatar.render.builder import build_pack  # needs mediapipe: only when building
 
         log.info("building the avatar pack for %r (first use only)", avatar.avatar_id)
+        clip: bytes | None = None
+        image: Any  # a BGR uint8 array (as cv2 and read_portrait give it)
         if self.is_video(avatar.pack_key):  # a video avatar: its loop is rebuilt from the kept clip
             from liveavatar.avatars.intake import read_portrait
 
-            data = (self.folder(avatar.pack_key) / "clip").read_bytes()
-            portrait = read_portrait(data)
-            pack = build_video_pack(
-                data,
-                portrait.image,
-                portrait.seconds,
-                avatar_id=avatar.avatar_id,
-                name=avatar.name,
-                gender=avatar.gender,
-                framing=avatar.framing,
-                size=self.size,
-            )
-            self._save_pack(avatar.pack_key, pack)
-            return pack
-        image = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR)
+            clip = (self.folder(avatar.pack_key) / "clip").read_bytes()
+            portrait = read_portrait(clip)
+            image, clip_at = portrait.image, portrait.seconds
+        else:
+            image, clip_at = cv2.imread(str(avatar.image), cv2.IMREAD_COLOR), 0.0
         pack = build_pack(
             image,
             avatar_id=avatar.avatar_id,
@@ -294,6 +286,8 @@ class AvatarRegistry:
             gender=avatar.gender,
             framing=avatar.framing,
             size=self.size,
+            clip=clip,
+            clip_at=clip_at,
         )
         self._save_pack(avatar.pack_key, pack)
         return pack

@@ -30,18 +30,35 @@ def build_pack(
     gender: str = "",
     framing: Framing = "presenter",
     size: tuple[int, int] = (SIZE, SIZE),
+    clip: bytes | None = None,
+    clip_at: float = 0.0,
     progress: Progress | None = None,
 ) -> AvatarPack:
     """Prepare a portrait for animation; raises ParamError for a photo it cannot animate well.
 
     Presenter framing zooms in on the face; where the warp folds at that size, a slightly wider crop is
-    tried, then the photo's original framing.
+    tried, then the photo's original framing. With a `clip` (a video, `image_bgr` its best frontal frame, at
+    `clip_at` seconds) the pack is a video avatar's: the stretch of the clip around that frame becomes its
+    idle loop (ParamError too for a clip it cannot loop).
     """
 
     def report(stage: str, frac: float) -> None:
         if progress is not None:
             progress(stage, frac)
 
+    if clip is not None:
+        pack = build_pack(
+            image_bgr,
+            avatar_id=avatar_id,
+            name=name,
+            gender=gender,
+            framing=framing,
+            size=size,
+            progress=lambda stage, frac: report(stage, 0.4 * frac),
+        )
+        pack.loop = build_loop(clip, pack, image_bgr, clip_at, lambda stage, frac: report(stage, 0.4 + 0.6 * frac))
+        pack.meta["loop_frames"] = len(pack.loop.frames)
+        return pack
     img = check_image(image_bgr)
     report("finding the face", 0.05)
     lm = detect(img)
@@ -59,39 +76,6 @@ def build_pack(
                 raise
             report("framing the photo a little wider", 0.3)
     raise AssertionError("unreachable")
-
-
-def build_video_pack(
-    data: bytes,
-    frame: np.ndarray[Any, Any],
-    at: float,
-    *,
-    avatar_id: str,
-    name: str,
-    gender: str = "",
-    framing: Framing = "presenter",
-    size: tuple[int, int] = (SIZE, SIZE),
-    progress: Progress | None = None,
-) -> AvatarPack:
-    """A video avatar: the pack built from the clip's frame at `at` seconds (its best frontal one), with the
-    stretch of the clip around it as the idle loop; ParamError as build_pack, or for a clip it cannot loop."""
-
-    def report(stage: str, frac: float) -> None:
-        if progress is not None:
-            progress(stage, frac)
-
-    pack = build_pack(
-        frame,
-        avatar_id=avatar_id,
-        name=name,
-        gender=gender,
-        framing=framing,
-        size=size,
-        progress=lambda stage, frac: report(stage, 0.4 * frac),
-    )
-    pack.loop = build_loop(data, pack, frame, at, lambda stage, frac: report(stage, 0.4 + 0.6 * frac))
-    pack.meta["loop_frames"] = len(pack.loop.frames)
-    return pack
 
 
 PRESENTER_WIDER = (1.0, 1.15, 1.3, 1.5)
