@@ -70,7 +70,9 @@ class Options:
 def parse_args(argv: list[str] | None = None) -> Options:
     """Options from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions-max", type=int, default=40, help="highest client-rendered level tried [40]")
+    parser.add_argument(
+        "--sessions-max", type=int, default=40, help="highest client-rendered level tried (0: skip) [40]"
+    )
     parser.add_argument(
         "--server-sessions-max", type=int, default=8, help="highest server-rendered level tried (0: skip) [8]"
     )
@@ -88,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "client_render.json")
     args = parser.parse_args(argv)
     return Options(
-        sessions_max=max(1, args.sessions_max),
+        sessions_max=max(0, args.sessions_max),
         server_sessions_max=max(0, args.server_sessions_max),
         duration=args.duration,
         settle=args.settle,
