@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,6 +43,8 @@ class PiperModel(Protocol):
 
 LEADING_SILENCE_MS = 5
 """Silence kept before a sentence's first sound."""
+PIPER_THREADS = min(2, os.cpu_count() or 1)
+"""onnxruntime threads per Piper session (the synthesis thread and one pool thread; see lean_session)."""
 
 
 @load_once
@@ -62,12 +65,13 @@ def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
 
 
 def lean_session(model_path: Path) -> Any:
-    """The same model in an onnxruntime session that computes in the calling thread and pools no memory.
+    """The same model in an onnxruntime session with a small pool that never spins, and no memory arena.
 
-    One thread: by default onnxruntime adds a pool thread per core, and the pool spins between and after
-    the model's operators. Piper cost 0.15-0.16 CPU s per second of speech that way, 0.09 in the
-    synthesis thread alone, and the first clause came sooner on a busy box (bench/tts.py): its cores
-    serve many sessions, so there is no idle core for the pool. The samples are the same to float rounding.
+    Threads: by default onnxruntime starts a pool thread per core that spins between and after the model's
+    operators: Piper cost 0.15-0.16 CPU s per second of speech that way. Two threads that sleep when idle
+    cost 0.10 and one thread alone 0.087; on an idle box the two bring a reply's first clause out ~20 ms
+    sooner (43 against 63 ms: chat -> first sound is the latency users feel), on a saturated one the
+    second thread only competes (bench/tts.py). The samples are the same to float rounding.
     No arena: onnxruntime's CPU arena grows by powers of two for the longest sentence so far and never
     shrinks: a talking server's mapped memory jumped 128 MiB, then 256 MiB (bench/soak.py; liveavatar/memory.py).
     """
@@ -82,8 +86,9 @@ def lean_session(model_path: Path) -> Any:
         model = patched.SerializeToString()
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
-    options.intra_op_num_threads = 1  # no pool; execution is sequential, so no inter-op pool either
-    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = PIPER_THREADS
+    options.inter_op_num_threads = 1  # execution is sequential: no inter-op pool
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
