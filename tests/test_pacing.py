@@ -8,6 +8,7 @@ mouth curve piled up unplayed (the 8 x 30 soak grew ~30 MB a minute).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS, VIDEO_TICKS, ScriptedClock
 from liveavatar.session.playback import Playback
@@ -24,6 +25,14 @@ async def test_a_pacer_slightly_late_sends_every_frame() -> None:
         times.append(await pacer.next())
         pacer.index += 1
     assert times == [i * AUDIO_PTIME for i in range(5)]
+    assert pacer.skipped == 0
+
+
+async def test_a_track_starting_on_a_running_clock_starts_now_without_counting_a_loss() -> None:
+    clock = ScriptedClock()
+    await clock.advance(60.0)  # a rejoin: the session clock has run for a minute
+    pacer = Pacer(clock, AUDIO_PTIME, AUDIO_MAX_LAG, "audio")
+    assert await pacer.next() == pytest.approx(60.0)
     assert pacer.skipped == 0
 
 

@@ -95,19 +95,24 @@ class Pacer:
         behind = self._clock.now() - t
         if behind > self._max_lag:
             skip = int(behind / self._period)
+            if self.index:  # else it is the track's first frame, on a clock already running (a rejoin)
+                self.skipped += skip
+                self._log(behind)
             self.index += skip
-            self.skipped += skip
             t = self.index * self._period
-            if t - self._logged_at >= LAG_LOG_EVERY:
-                self._logged_at = t
-                log.warning(
-                    "%s fell %.0f ms behind the session clock (CPU short?): skipped to now, %d frames dropped so far",
-                    self._kind,
-                    behind * 1000,
-                    self.skipped,
-                )
         await self._clock.wait_until(t)
         return t
+
+    def _log(self, behind: float) -> None:
+        now = self._clock.now()
+        if now - self._logged_at >= LAG_LOG_EVERY:
+            self._logged_at = now
+            log.warning(
+                "%s fell %.0f ms behind the session clock (CPU short?): skipped to now, %d frames dropped so far",
+                self._kind,
+                behind * 1000,
+                self.skipped,
+            )
 
 
 class AvatarAudioTrack(MediaStreamTrack):
