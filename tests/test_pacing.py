@@ -20,11 +20,8 @@ async def test_a_pacer_slightly_late_sends_every_frame() -> None:
     clock = ScriptedClock()
     pacer = Pacer(clock, AUDIO_PTIME, AUDIO_MAX_LAG, "audio")
     await clock.advance(AUDIO_MAX_LAG - 0.05)
-    times = []
-    for _ in range(5):
-        times.append(await pacer.next())
-        pacer.index += 1
-    assert times == [i * AUDIO_PTIME for i in range(5)]
+    frames = [await pacer.next() for _ in range(5)]
+    assert frames == [(i, i * AUDIO_PTIME) for i in range(5)]
     assert pacer.skipped == 0
 
 
@@ -32,7 +29,8 @@ async def test_a_track_starting_on_a_running_clock_starts_now_without_counting_a
     clock = ScriptedClock()
     await clock.advance(60.0)  # a rejoin: the session clock has run for a minute
     pacer = Pacer(clock, AUDIO_PTIME, AUDIO_MAX_LAG, "audio")
-    assert await pacer.next() == pytest.approx(60.0)
+    index, t = await pacer.next()
+    assert t == pytest.approx(60.0) and index == round(60.0 / AUDIO_PTIME)
     assert pacer.skipped == 0
 
 
@@ -40,12 +38,11 @@ async def test_a_pacer_far_behind_skips_to_the_frame_due_now() -> None:
     clock = ScriptedClock()
     pacer = Pacer(clock, AUDIO_PTIME, AUDIO_MAX_LAG, "audio")
     await pacer.next()
-    pacer.index += 1
     await clock.advance(3.0)
-    t = await pacer.next()
+    index, t = await pacer.next()
     assert 3.0 - AUDIO_PTIME < t <= 3.0
-    assert pacer.index == round(t / AUDIO_PTIME)
-    assert pacer.skipped == pacer.index - 1
+    assert index == round(t / AUDIO_PTIME)
+    assert pacer.skipped == index - 1
 
 
 def test_playback_drops_the_audio_a_skip_jumps_over() -> None:

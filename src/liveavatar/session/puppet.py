@@ -100,25 +100,25 @@ class Puppet:
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
         """The next 20 ms of speech (or silence) for the audio track's time `t`; the stream follows it."""
         samples = self.speaker.audio_frame(t)
-        position = self.speaker.playback.cursor - AUDIO_SAMPLES  # where these samples start (after any skip)
+        position = round(t * AUDIO_RATE)  # the playback follows the track's time, skips included
         if self._send is not None:
             try:
-                self._advance(position, round(t * AUDIO_RATE))
+                self._advance(position)
             except Exception:
                 # this runs inside the audio track's recv(): the sound must go on whatever the stream does
                 log.exception("the animation stream failed at position %d; it stops", position)
                 self.detach()
         return samples
 
-    def _advance(self, position: int, pts: int) -> None:
+    def _advance(self, position: int) -> None:
         handed = position + AUDIO_SAMPLES  # audio before this has gone to the encoder
         if self._next is None:
             origin = self._rtp_origin()
             if origin is None and self._waited < RTP_WAIT:
                 self._waited += 1
                 return
-            # the track stamps sample `position` with pts; aiortc sends origin + pts
-            self._rtp_base = 0 if origin is None else (origin + pts - position) % (1 << 32)
+            # the track stamps sample p with pts p; aiortc sends origin + pts
+            self._rtp_base = 0 if origin is None else origin % (1 << 32)
             self._info["rtp_known"] = origin is not None
             if not self._emit(self._hello()):
                 self.detach()  # the channel closed: the next one that opens attaches again

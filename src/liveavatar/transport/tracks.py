@@ -85,12 +85,13 @@ class Pacer:
         self._max_lag = max_lag
         self._kind = kind
         self.index = 0
+        """The next frame's."""
         self.skipped = 0
         """Frames skipped so far (never sent)."""
         self._logged_at = -math.inf
 
-    async def next(self) -> float:
-        """Wait until the next frame is due; its session time (after a skip when far behind)."""
+    async def next(self) -> tuple[int, float]:
+        """Wait until the next frame is due; its index and session time (after a skip when far behind)."""
         t = self.index * self._period
         behind = self._clock.now() - t
         if behind > self._max_lag:
@@ -101,7 +102,8 @@ class Pacer:
             self.index += skip
             t = self.index * self._period
         await self._clock.wait_until(t)
-        return t
+        index, self.index = self.index, self.index + 1
+        return index, t
 
     def _log(self, behind: float) -> None:
         now = self._clock.now()
@@ -133,10 +135,8 @@ class AvatarAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
-        t = await self.pacer.next()
-        packet = self._encoder.encode(audio_frame(self._source.audio_frame(t), self.pacer.index))
-        self.pacer.index += 1
-        return packet
+        index, t = await self.pacer.next()
+        return self._encoder.encode(audio_frame(self._source.audio_frame(t), index))
 
 
 class AvatarVideoTrack(MediaStreamTrack):
@@ -155,7 +155,7 @@ class AvatarVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        t = await self.pacer.next()
+        index, t = await self.pacer.next()
         bgr = self._source.video_frame(t)
         frame = self._last
         if frame is None or self._repeats is None or not self._repeats.video_repeated:
@@ -166,7 +166,6 @@ class AvatarVideoTrack(MediaStreamTrack):
             # the sender encodes one frame before it asks for the next, so the same frame may go again;
             # a keyframe request marked it, and a repeat must not inherit that
             frame.pict_type = av.video.frame.PictureType.NONE
-        frame.pts = self.pacer.index * VIDEO_TICKS
+        frame.pts = index * VIDEO_TICKS
         frame.time_base = self._time_base
-        self.pacer.index += 1
         return frame
