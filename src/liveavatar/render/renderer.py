@@ -214,9 +214,9 @@ class Renderer:
             self._body_dy = body_dy
             self._maps_body(body_dy)
             tiles = tiles + self._p.body_tiles
-        body = len(self._p.head_tiles)
+        first_body = len(self._p.head_tiles)  # `tiles` is the head's, then the body's if it moved
         for i, (x0, y0, x1, y1) in enumerate(tiles):
-            if i < body:
+            if i < first_body:
                 mx, my = maps.at(x0, y0, x1, y1)
             else:
                 mx, my = self._p.gx[y0:y1, x0:x1], self._body_mapy[y0:y1, x0:x1]
@@ -233,8 +233,8 @@ class Renderer:
         return self._frame
 
     def _maps_body(self, dy: float) -> None:
-        for x0, y0, x1, y1 in self._p.body_tiles:
-            p = self._p
+        p = self._p
+        for x0, y0, x1, y1 in p.body_tiles:
             cv2.scaleAdd(p.body[y0:y1, x0:x1], -dy, p.gy[y0:y1, x0:x1], dst=self._body_mapy[y0:y1, x0:x1])
 
     def _maps(self, state: FaceState, rigid: Rigid) -> None:
