@@ -71,6 +71,25 @@ async def _received_audio(page: Page) -> dict[str, float]:
     )
 
 
+async def _received_video(page: Page) -> dict[str, int]:
+    """What the page's peer connection decoded of the avatar's video so far (inbound-rtp stats)."""
+    return dict(
+        await page.evaluate(
+            """async () => {
+                const found = {decoded: 0, keyframes: 0, plis: 0, dropped: 0};
+                (await window.__liveavatar.session.pc.getStats()).forEach((s) => {
+                    if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+                    found.decoded = s.framesDecoded || 0;
+                    found.keyframes = s.keyFramesDecoded || 0;
+                    found.plis = s.pliCount || 0;
+                    found.dropped = s.framesDropped || 0;
+                });
+                return found;
+            }"""
+        )
+    )
+
+
 async def _debug(page: Page, expression: str) -> Any:
     """Evaluate `expression` against the page's `window.__liveavatar` debug hook (as `d`)."""
     return await page.evaluate(f"(() => {{ const d = window.__liveavatar; return {expression}; }})()")
@@ -124,6 +143,14 @@ async def test_demo_page_goes_live_and_talks(page: Page, deployment: Deployment)
                 kinds: v.srcObject.getTracks().map((t) => t.kind).sort()}; })()"""
     )
     assert video == {"w": 512, "h": 512, "paused": False, "kinds": ["audio", "video"]}
+    # idle, about two frames in three repeat the one before (transport/vp8_repeat.py): Chromium decodes
+    # every one of them, asks for no keyframe and drops none
+    start = await _received_video(page)
+    await asyncio.sleep(2.0)
+    idle = await _received_video(page)
+    assert idle["decoded"] - start["decoded"] >= 40, (start, idle)  # 25 fps
+    assert idle["keyframes"] == start["keyframes"] and idle["plis"] == start["plis"], (start, idle)
+    assert idle["dropped"] == start["dropped"], (start, idle)
     box = await page.locator("#video").bounding_box()
     assert box is not None and box["width"] == box["height"] >= 400, box  # shown large, square
     session_id = await page.inner_text("#info-session")

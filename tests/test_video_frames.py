@@ -25,6 +25,7 @@ from liveavatar.session.avatar import AvatarSource
 from liveavatar.speech.base import SpeechChunk
 from liveavatar.transport.tracks import AvatarVideoTrack
 from liveavatar.transport.vp8 import MAX_BITRATE, MIN_BITRATE, TalkingHeadVp8Encoder, use_encoder
+from liveavatar.transport.vp8_repeat import BoolDecoder, BoolEncoder, repeat_frame, segmentation_enabled
 
 Frame = npt.NDArray[np.uint8]
 
@@ -53,17 +54,18 @@ def test_idle_frames_are_drawn_when_the_pose_has_moved(pack: AvatarPack) -> None
     shown = frames(source, 0, 250)
     repeated = [r for _, r in shown]
     assert not repeated[0]
-    assert 0.2 < sum(repeated) / len(repeated) < 0.8  # idle sway: about every second frame is drawn
+    assert 0.4 < sum(repeated) / len(repeated) < 0.8  # idle sway: about every third frame is drawn
     for (before, _), (frame, again) in zip(shown, shown[1:], strict=False):
         if again:
             assert np.array_equal(frame, before)
-    # a repeated frame is what drawing its own state would give, to the eye
+    # a repeated frame is what drawing its own state would give, to the eye: closer than VP8 gets to either
+    # (mean error ~1.4 levels at the ~42 dB it settles to)
     exact = Renderer(pack)
     check = Motion(seed=1)
     for i, (frame, again) in enumerate(shown):
         if again:
             truth = exact.render(check.apply(FaceState(), i / VIDEO_FPS))
-            assert mean_diff(frame, truth) < 0.5
+            assert mean_diff(frame, truth) < 0.8
 
 
 def test_blinks_and_speech_are_drawn_every_frame(pack: AvatarPack) -> None:
@@ -146,3 +148,65 @@ async def test_a_sender_takes_the_tuned_encoder(pack: AvatarPack) -> None:
         assert use_encoder(sender, TalkingHeadVp8Encoder())  # aiortc still has the slot it fills
     finally:
         await pc.close()
+
+
+def test_the_bool_coder_round_trips() -> None:
+    rng = np.random.default_rng(5)
+    probs = [int(p) for p in rng.integers(1, 256, 5000)]
+    bits = [bool(b) for b in rng.random(5000) < 0.5]
+    coder = BoolEncoder()
+    for bit, prob in zip(bits, probs, strict=True):
+        coder.bool(bit, prob)
+    coder.literal(0x5A, 7)
+    reader = BoolDecoder(coder.flush())
+    assert [reader.bool(prob) for prob in probs] == bits
+    assert reader.literal(7) == 0x5A
+
+
+@pytest.mark.parametrize("segmentation", [False, True])
+def test_a_repeat_frame_says_what_it_should(segmentation: bool) -> None:
+    data = repeat_frame(512, 512, segmentation)
+    tag = int.from_bytes(data[:3], "little")
+    assert tag & 1 and tag >> 4 & 1  # an inter frame, shown
+    assert len(data) < 60 and tag >> 5 == len(data) - 4  # the first partition, then a one-byte token partition
+    header = BoolDecoder(data[3:])
+    assert header.literal(1) == segmentation and segmentation_enabled(data) == segmentation
+    if segmentation:
+        assert header.literal(2) == 0  # the map and the segment features stay as they were
+    assert header.literal(1 + 6 + 3 + 1 + 2 + 7 + 5) == 0  # loop filter off; one token partition
+    assert header.literal(1 + 1 + 2 + 2 + 2) == 0  # golden and altref untouched
+    assert header.literal(2) == 0  # probabilities restored afterwards, last frame not refreshed
+
+
+def test_repeated_frames_go_out_as_exact_copies(pack: AvatarPack) -> None:
+    # an idle head, sent as the video track does (a repeated picture is the same frame object), decoded by
+    # libvpx (aiortc's decoder, as Chromium) and by FFmpeg's own VP8 decoder
+    source = AvatarSource(Renderer(pack), Motion(seed=6))
+    encoder = TalkingHeadVp8Encoder()
+    stream: list[tuple[bytes, bool]] = []
+    frame, key_at = None, -1
+    for i in range(75):
+        bgr = source.video_frame(i / VIDEO_FPS)
+        if frame is None or not source.video_repeated:
+            yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), np.uint8)
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts, frame.time_base = i * VIDEO_TICKS, fractions.Fraction(1, 90_000)
+        key = key_at < 0 and i >= 50 and source.video_repeated  # a keyframe request on a repeated picture
+        key_at = i if key else key_at
+        payloads, _ = encoder.encode(frame, force_keyframe=key)
+        stream.append((b"".join(vp8_depayload(p) for p in payloads), source.video_repeated))
+    repeats = [data for data, repeated in stream if repeated and data[0] & 1]
+    assert len(repeats) > 20 and all(len(data) < 60 for data in repeats)
+    assert key_at > 0 and not stream[key_at][0][0] & 1  # is honoured
+    for name in ("libvpx", "vp8"):
+        with_repeats, alone = av.CodecContext.create(name, "r"), av.CodecContext.create(name, "r")
+        shown = None
+        for data, repeated in stream:
+            (out,) = with_repeats.decode(av.Packet(data))
+            picture = out.to_ndarray()
+            if repeated and data[0] & 1:
+                assert np.array_equal(picture, shown), name  # the very picture shown before
+            else:  # and the repeats leave the decoder exactly where the encoder thinks it is
+                (same,) = alone.decode(av.Packet(data))
+                assert np.array_equal(picture, same.to_ndarray()), name
+            shown = picture

@@ -11,9 +11,9 @@ from liveavatar.render.loop import FrameRenderer
 from liveavatar.render.motion import Motion
 from liveavatar.session.speaker import Speaker
 
-ANGLE_STEP = 0.08
-"""Degrees of yaw, pitch or roll the head may drift before a new frame is drawn (~0.2 px at the crown)."""
-SHIFT_STEP = 0.15
+ANGLE_STEP = 0.16
+"""Degrees of yaw, pitch or roll the head may drift before a new frame is drawn (~0.4 px at the crown)."""
+SHIFT_STEP = 0.3
 """Pixels of head offset (dx, dy) the head may drift before a new frame is drawn."""
 WEIGHT_STEP = 1e-3
 """Change of a mouth, blink, brow or smile weight (0..1) that is drawn at once."""
@@ -23,8 +23,9 @@ class AvatarSource:
     """What a session shows and plays: the outbound tracks pull frames; replies speak into `speaker`."""
 
     # Idle motion moves the head by a few hundredths of a pixel per frame: a frame is redrawn only once
-    # the pose has moved a visible step from the one last drawn (about every second idle frame), and at
-    # once when the mouth, eyes, brows or backdrop change. Speech therefore keeps the full frame rate.
+    # the pose has moved a step from the one last drawn (a third of idle frames: a 0.3 px step ~10 times a
+    # second is not seen, and each frame not drawn is neither rendered nor encoded), and at once when the
+    # mouth, eyes, brows or backdrop change. Speech therefore keeps the full frame rate.
 
     def __init__(self, renderer: FrameRenderer, motion: Motion, lead: float = 0.03) -> None:
         self.renderer = renderer

@@ -14,6 +14,7 @@ from av.frame import Frame
 from av.video.codeccontext import VideoCodecContext
 
 from liveavatar.media import VIDEO_CLOCK
+from liveavatar.transport.vp8_repeat import repeat_frame, segmentation_enabled
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class TalkingHeadVp8Encoder(Vp8Encoder):
     def __init__(self) -> None:
         super().__init__()
         self._bitrate = START_BITRATE
+        self._shown: av.VideoFrame | None = None
+        """The frame libvpx coded last, if the receiver has it now."""
+        self._segmentation = False
 
     @property
     def target_bitrate(self) -> int:
@@ -51,27 +55,43 @@ class TalkingHeadVp8Encoder(Vp8Encoder):
         self._bitrate = max(MIN_BITRATE, min(int(bitrate), MAX_BITRATE))
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        """One frame -> RTP payloads and their 90 kHz timestamp."""
+        """One frame -> RTP payloads and their 90 kHz timestamp.
+
+        The video track hands over the same frame object again when the picture has not changed: unless a
+        keyframe is due, that goes out as a hand-made repeat (transport/vp8_repeat.py) instead of through libvpx.
+        """
         assert isinstance(frame, av.VideoFrame)
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
-        codec = self.codec
-        if codec is not None and (
-            frame.width != codec.width
-            or frame.height != codec.height
-            or abs(self._bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)
-        ):
-            codec = None
-        if codec is None:
-            codec = self.codec = _open_codec(frame.width, frame.height, self._bitrate)
-        if force_keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
-        data = b"".join(bytes(packet) for packet in codec.encode(frame))
+        if frame is self._shown and not force_keyframe and not self._reopen(frame):
+            data = repeat_frame(frame.width, frame.height, self._segmentation)
+        else:
+            data = self._encode(frame, force_keyframe)
+            self._shown = frame if data else None  # libvpx may drop a frame to hold its bitrate
+            self._segmentation = bool(data) and segmentation_enabled(data)
         payloads = self._packetize(data, self.picture_id)
         assert frame.pts is not None and frame.time_base is not None
         timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
         self.picture_id = (self.picture_id + 1) % (1 << 15)
         return payloads, timestamp
+
+    def _reopen(self, frame: av.VideoFrame) -> bool:
+        """Whether libvpx must start again for `frame`: first frame, new size, or a bitrate >10% off."""
+        codec = self.codec
+        return (
+            codec is None
+            or frame.width != codec.width
+            or frame.height != codec.height
+            or abs(self._bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)
+        )
+
+    def _encode(self, frame: av.VideoFrame, force_keyframe: bool) -> bytes:
+        codec = self.codec
+        if codec is None or self._reopen(frame):
+            codec = self.codec = _open_codec(frame.width, frame.height, self._bitrate)
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        if force_keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        return b"".join(bytes(packet) for packet in codec.encode(frame))
 
 
 def _open_codec(width: int, height: int, bitrate: int) -> VideoCodecContext:
