@@ -15,8 +15,8 @@ import pytest
 
 from conftest import same_words
 from liveavatar.errors import ParamError
-from liveavatar.speech.base import SILENCE, WORD_GAP, SpeechChunk, Voice
-from liveavatar.speech.piper import PiperEngine, PiperModel, merge_alignments
+from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice
+from liveavatar.speech.piper import PiperEngine, PiperModel, StoppableSession, merge_alignments
 from liveavatar.speech.sentences import SentenceTTS
 from liveavatar.speech.voices import PIPER_JOE
 
@@ -143,6 +143,30 @@ async def test_closing_the_stream_early_stops_synthesis(tts: SentenceTTS) -> Non
     assert first.text == "One."
     assert "end Six." in log
     assert "start Three." not in log
+
+
+async def test_an_abandoned_sentence_stops_mid_synthesis(tts: SentenceTTS) -> None:
+    from piper import PiperVoice
+
+    model = tts.engine.model() if isinstance(tts.engine, PiperEngine) else None
+    assert isinstance(model, PiperVoice) and isinstance(model.session, StoppableSession)
+    started = threading.Event()
+
+    class Announcing:  # the real session, telling when a run begins
+        def run(self, *args: Any) -> Any:
+            started.set()
+            return model.session.session.run(*args)
+
+    engine = PiperEngine(PiperVoice(config=model.config, session=StoppableSession(Announcing())))
+    long = " ".join(["this sentence goes on and on with many words"] * 9) + "."  # ~30 s of speech
+    abandon = Abandon()
+    speaking = asyncio.create_task(asyncio.to_thread(engine.speak, long, PIPER_JOE, 1.0, abandon))
+    await asyncio.to_thread(started.wait, 10)
+    abandon.set()
+    with pytest.raises(Exception, match="terminate"):  # onnxruntime stopped between operators
+        await speaking
+    [chunk] = await _collect(tts, "Still speaking.")  # the model serves on
+    assert chunk.text == "Still speaking."
 
 
 async def test_concurrent_sessions_share_the_model(tts: SentenceTTS) -> None:

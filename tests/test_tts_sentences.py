@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from liveavatar.errors import ParamError, ProcessingError
-from liveavatar.speech.base import SpeechChunk, Voice
+from liveavatar.speech.base import Abandon, SpeechChunk, Voice
 from liveavatar.speech.scheduler import DeadlineScheduler
 from liveavatar.speech.sentences import SentenceTTS
 
@@ -31,7 +31,7 @@ class ScriptedEngine:
     def load(self) -> None:
         pass  # nothing to load
 
-    def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
+    def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:
         self.spoken.append((text, speed))
         if "broken" in text:
             raise RuntimeError("engine fault")
@@ -67,7 +67,7 @@ async def test_chunks_come_at_the_rate_asked_for_resampled_in_the_synthesis_thre
     threads: list[str] = []
 
     class Recording(ScriptedEngine):
-        def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
+        def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:
             threads.append(threading.current_thread().name)
             return SpeechChunk(text, np.full(1600, 1000, dtype=np.int16), 16000)
 
@@ -85,7 +85,7 @@ async def test_the_session_closest_to_silence_is_served_first() -> None:
     spoken: list[str] = []
 
     class Gated(ScriptedEngine):
-        def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
+        def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:
             gate.wait(5)
             spoken.append(text)
             return SpeechChunk(text, np.ones(16000, dtype=np.int16), 16000)  # one second each
@@ -112,15 +112,37 @@ async def test_a_request_withdrawn_before_it_starts_is_never_synthesised() -> No
     gate = threading.Event()
     engine = ScriptedEngine()
     scheduler = DeadlineScheduler("test")
-    blocker = scheduler.submit(lambda: gate.wait(5))
-    dropped = scheduler.submit(lambda: engine.speak("dropped", VOICE, 1.0))
-    kept = scheduler.submit(lambda: engine.speak("kept", VOICE, 1.0))
+    blocker = scheduler.submit(lambda _: gate.wait(5))
+    dropped = scheduler.submit(lambda _: engine.speak("dropped", VOICE, 1.0))
+    kept = scheduler.submit(lambda _: engine.speak("kept", VOICE, 1.0))
     dropped.cancel()
     await asyncio.sleep(0)  # the cancellation's callback runs on the loop
     gate.set()
     assert await blocker is True
     assert (await kept) is not None and dropped.cancelled()
     assert engine.spoken == [("kept", 1.0)]
+
+
+async def test_a_request_given_up_while_it_runs_is_told_to_stop() -> None:
+    scheduler = DeadlineScheduler("test")
+    running, stopped = threading.Event(), threading.Event()
+
+    def long_work(abandon: Abandon) -> str:
+        running.set()
+        abandon.on_set(stopped.set)
+        return "stopped early" if stopped.wait(5) else "ran to the end"
+
+    given_up = scheduler.submit(long_work)
+    after = scheduler.submit(lambda abandon: "next")
+    await asyncio.to_thread(running.wait, 5)
+    given_up.cancel()
+    assert await after == "next"  # served as soon as the abandoned work gave up the thread
+    assert stopped.is_set() and given_up.cancelled()
+    late = Abandon()
+    late.set()
+    calls: list[int] = []
+    late.on_set(lambda: calls.append(1))  # a hook registered after the fact runs at once
+    assert calls == [1]
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -136,7 +158,7 @@ async def test_a_later_sentence_is_due_as_much_later_as_the_audio_before_it_last
     dues: list[float | None] = []
 
     class Recording(DeadlineScheduler):
-        def submit(self, work: Callable[[], T], due: float | None = None) -> asyncio.Future[T]:
+        def submit(self, work: Callable[[Abandon], T], due: float | None = None) -> asyncio.Future[T]:
             dues.append(due)
             return super().submit(work, due)
 

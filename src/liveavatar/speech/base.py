@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -19,6 +20,32 @@ WORD_GAP: Final = " "
 MIN_SPEED: Final = 0.8
 MAX_SPEED: Final = 1.2
 """Speaking-rate range of the API's `voice_params.speed` (1.0 is the voice's own rate)."""
+
+
+class Abandon:
+    """Tells a blocking synthesis, from another thread, that nobody waits for its result any more."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._hooks: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        """Abandon the work: run the hooks registered so far (once), and any registered later at once."""
+        with self._lock:
+            if self._set:
+                return
+            self._set, hooks, self._hooks = True, self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def on_set(self, hook: Callable[[], None]) -> None:
+        """Call `hook` (from whichever thread abandons the work) when it is abandoned; now if it already is."""
+        with self._lock:
+            if not self._set:
+                self._hooks.append(hook)
+                return
+        hook()
 
 
 @dataclass(frozen=True)

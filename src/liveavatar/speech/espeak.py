@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveavatar.errors import ParamError, ProcessingError
-from liveavatar.speech.base import SILENCE, SpeechChunk, Voice, merge_silences, timings_from_segments
+from liveavatar.speech.base import SILENCE, Abandon, SpeechChunk, Voice, merge_silences, timings_from_segments
 
 ENGINE: Final = "espeak"
 LIBRARY: Final = "libespeak-ng.so.1"
@@ -240,8 +240,8 @@ class EspeakEngine:
         """Load libespeak-ng now if it is not yet (blocking, a few ms)."""
         _ = self.library
 
-    def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
-        """Speak one sentence (blocking, ~1 ms per second of speech); None when it gives no audio."""
+    def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:
+        """Speak one sentence (blocking; ~1 ms per second of speech, too quick to abandon); None if no audio."""
         library = self.library
         audio, events = library.synthesize(text, voice.engine_voice or voice.language, round(NORMAL_RATE * speed))
         if len(audio) == 0:

@@ -6,8 +6,9 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -16,7 +17,7 @@ import numpy.typing as npt
 
 from liveavatar.errors import ProcessingError
 from liveavatar.loading import load_once
-from liveavatar.speech.base import SILENCE, WORD_GAP, SpeechChunk, Voice, merge_silences, timings_from_segments
+from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice, merge_silences, timings_from_segments
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
     try:
         # As PiperVoice.load(include_alignments=True), without the default session it would build first.
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        voice: PiperModel = PiperVoice(config=config, session=lean_session(model_path))
+        voice: PiperModel = PiperVoice(config=config, session=StoppableSession(lean_session(model_path)))
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
     return voice
@@ -90,6 +91,38 @@ def lean_session(model_path: Path) -> Any:
     options.inter_op_num_threads = 1  # execution is sequential: no inter-op pool
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class StoppableSession:
+    """An onnxruntime session whose run, in one thread, another thread can stop (PiperVoice calls `run`).
+
+    onnxruntime checks a run's `RunOptions.terminate` between operators and then raises: a sentence of
+    ~25 s of speech (~2 s of CPU) stops within milliseconds of its reply being interrupted.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._local = threading.local()
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        """InferenceSession.run, with this thread's stoppable options unless others are given."""
+        return self.session.run(output_names, input_feed, run_options or getattr(self._local, "options", None))
+
+    @contextlib.contextmanager
+    def stopped_by(self, abandon: Abandon) -> Iterator[None]:
+        """Within this block, this thread's runs stop (raising) once `abandon` is set."""
+        import onnxruntime
+
+        options = onnxruntime.RunOptions()
+        abandon.on_set(lambda: setattr(options, "terminate", True))
+        self._local.options = options
+        try:
+            yield
+        finally:
+            self._local.options = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
 
 
 def packaged_joe_paths() -> tuple[Path, Path]:
@@ -129,11 +162,18 @@ class PiperEngine:
             self._model = load_piper_model(model_path, config_path)
         return self._model
 
-    def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
-        """Speak one sentence (blocking); None when it has nothing to say."""
+    def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:
+        """Speak one sentence (blocking); None when it has nothing to say. Raises once `abandon` is set."""
+        model = self.model()
+        session = getattr(model, "session", None)
+        if abandon is None or not isinstance(session, StoppableSession):
+            return self._speak(model, text, speed)
+        with session.stopped_by(abandon):
+            return self._speak(model, text, speed)
+
+    def _speak(self, model: PiperModel, text: str, speed: float) -> SpeechChunk | None:
         from piper.config import SynthesisConfig
 
-        model = self.model()
         config = SynthesisConfig(length_scale=float(model.config.length_scale) / speed)
         audio_parts: list[npt.NDArray[np.int16]] = []
         segments: list[tuple[str, int]] | None = []

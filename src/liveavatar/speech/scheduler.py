@@ -4,7 +4,8 @@ A request's deadline is the moment (on `time.perf_counter`) its session's queued
 about to fall silent goes before one with seconds of speech still queued, and a reply's first piece
 (nothing queued: due now) before the look-ahead of replies already playing. Equal deadlines go in order of
 arrival. The work runs in the scheduler's own thread, off the event loop and out of the default pool
-(where aiortc encodes media).
+(where aiortc encodes media). A request its caller gives up on leaves the queue, or, already running, is
+told to stop (its `Abandon`), so that an interrupted reply does not hold the thread for the next one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from liveavatar.speech.base import Abandon
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -27,9 +30,10 @@ T = TypeVar("T")
 class _Job(Generic[T]):
     due: float
     seq: int
-    work: Callable[[], T] = field(compare=False)
+    work: Callable[[Abandon], T] = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
     future: asyncio.Future[T] = field(compare=False)
+    abandon: Abandon = field(compare=False, default_factory=Abandon)
 
 
 class DeadlineScheduler:
@@ -42,11 +46,11 @@ class DeadlineScheduler:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def submit(self, work: Callable[[], T], due: float | None = None) -> asyncio.Future[T]:
+    def submit(self, work: Callable[[Abandon], T], due: float | None = None) -> asyncio.Future[T]:
         """Queue `work` to run by `due` (perf_counter seconds; None: now); its result on the caller's loop.
 
-        Cancelling the future before the job starts takes it off the queue; a job already running finishes
-        and its result is dropped.
+        Cancelling the future before the job starts takes it off the queue; once it runs, it sets the
+        `Abandon` the work was given (work that can stop early does so) and whatever it gives is dropped.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -70,6 +74,8 @@ class DeadlineScheduler:
         with self._ready:
             if job in self._waiting:
                 self._waiting.remove(job)
+                return
+        job.abandon.set()
 
     def _serve(self) -> None:
         while True:
@@ -79,7 +85,7 @@ class DeadlineScheduler:
                 job = min(self._waiting)
                 self._waiting.remove(job)
             try:
-                result = job.work()
+                result = job.work(job.abandon)
             except BaseException as exc:  # delivered to the caller, whatever it is; this thread serves on
                 self._settle(job, None, exc)
             else:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from liveavatar.errors import LiveAvatarError, ParamError, ProcessingError
-from liveavatar.speech.base import SpeechChunk, Voice, check_speed
+from liveavatar.speech.base import Abandon, SpeechChunk, Voice, check_speed
 from liveavatar.speech.resample import resample
 from liveavatar.speech.scheduler import DeadlineScheduler
 from liveavatar.speech.text import apply_pron_map, split_sentences
@@ -34,11 +34,12 @@ class SentenceEngine(Protocol):
         """Load what the engine needs now (blocking), so the first sentence does not wait for it."""
         ...
 
-    def speak(self, text: str, voice: Voice, speed: float) -> SpeechChunk | None:
+    def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:
         """Speak `text` (pron_map already applied) with `voice`; None when it gives no audio.
 
         Called from one thread at a time. May raise anything: SentenceTTS maps what is not already a
-        project error to ProcessingError.
+        project error to ProcessingError. `abandon`, when set (from another thread), means nobody wants the
+        result any more: a slow engine stops early by raising.
         """
         ...
 
@@ -76,27 +77,33 @@ class SentenceTTS:
         pron = dict(pron_map or {})
         first_due = time.perf_counter() if due is None else due
 
-        def synthesize_one(sentence: str) -> SpeechChunk | None:
-            chunk = self.synthesize_sentence(sentence, voice, speed=speed, pron_map=pron)
+        def synthesize_one(sentence: str, abandon: Abandon) -> SpeechChunk | None:
+            chunk = self.synthesize_sentence(sentence, voice, speed=speed, pron_map=pron, abandon=abandon)
             if chunk is None or rate is None or chunk.sample_rate == rate:
                 return chunk
             return dataclasses.replace(chunk, audio=resample(chunk.audio, chunk.sample_rate, rate), sample_rate=rate)
 
         def start(sentence: str, after: float) -> asyncio.Future[SpeechChunk | None]:
-            return self.scheduler.submit(lambda: synthesize_one(sentence), first_due + after)
+            return self.scheduler.submit(lambda abandon: synthesize_one(sentence, abandon), first_due + after)
 
         async for chunk in stream_sentences(split_sentences(text), start):
             yield chunk
 
     def synthesize_sentence(
-        self, sentence: str, voice: Voice, *, speed: float = 1.0, pron_map: Mapping[str, str] | None = None
+        self,
+        sentence: str,
+        voice: Voice,
+        *,
+        speed: float = 1.0,
+        pron_map: Mapping[str, str] | None = None,
+        abandon: Abandon | None = None,
     ) -> SpeechChunk | None:
         """Synthesise one sentence (blocking); None when it gives no audio. The chunk's text is `sentence`."""
         self._check_voice(voice)
         spoken = apply_pron_map(sentence, pron_map)
         with self._lock:
             try:
-                chunk = self.engine.speak(spoken, voice, speed)
+                chunk = self.engine.speak(spoken, voice, speed, abandon)
             except LiveAvatarError:
                 raise
             except Exception as exc:  # onnxruntime, phonemizer and ctypes errors share no base class
@@ -117,7 +124,7 @@ async def stream_sentences(
 
     `start(sentence, after)` is given the seconds of audio the sentences before it gave. Sentence n+1 is
     synthesised while the consumer handles chunk n; sentences that give no audio are skipped. Closing the
-    iterator cancels the look-ahead (a sentence already running in its thread finishes there and is dropped).
+    iterator cancels the look-ahead (a sentence already running in its thread is abandoned: see DeadlineScheduler).
     """
     if not sentences:
         return
