@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -247,3 +247,26 @@ async def test_dialogue_reports_each_stage_before_the_first_sound(local: LocalLL
     assert any(isinstance(item, Sentence) for item in items)
     assert [stage for stage, _ in stages] == ["retrieval", "prompt_build", "llm_first_token", "first_clause"]
     assert all(seconds >= 0 for _, seconds in stages)
+
+
+async def test_an_interrupted_answer_stops_the_llm_at_once(local: LocalLLM) -> None:
+    class Watched:  # the real model, noting when its stream is closed
+        def __init__(self) -> None:
+            self.closed = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(local, name)
+
+        async def stream(self, *args: object, **kwargs: object) -> AsyncIterator[str]:
+            try:
+                async for delta in local.stream(*args, **kwargs):  # type: ignore[arg-type]
+                    yield delta
+            finally:
+                self.closed = True
+
+    watched = Watched()
+    dialogue = Dialogue(Brain(watched, LLMSettings(max_tokens=200, temperature=0.0)))  # type: ignore[arg-type]
+    answer = dialogue.answer("Tell me a long story about a dragon.", language="en", image=None)
+    await anext(answer)
+    await answer.aclose()  # as an interrupt closes the reply's text
+    assert watched.closed  # now, not whenever the garbage collector gets to the stream

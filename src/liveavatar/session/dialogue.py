@@ -11,6 +11,7 @@ from liveavatar.errors import Code
 from liveavatar.knowledge.excerpt import excerpts
 from liveavatar.knowledge.index import IndexCache
 from liveavatar.llm import LLM, ChatMessage, LLMError, LLMSettings, build_messages
+from liveavatar.llm.base import aclose_iterator
 from liveavatar.media import Timing, untimed
 from liveavatar.session.turn import Failure, Sentence, TextDelta, TextSource
 from liveavatar.speech.text import SentenceSplitter
@@ -119,16 +120,19 @@ class Dialogue:
                 temperature=self.brain.settings.temperature,
                 images=images,
             )
-            async for delta in stream:
-                if first_token is None and delta.strip():
-                    first_token = time.perf_counter()
-                    self.timing("llm_first_token", first_token - asked)
-                yield TextDelta(delta)
-                for sentence in splitter.feed(delta):
-                    if not clause_done and first_token is not None:
-                        clause_done = True
-                        self.timing("first_clause", time.perf_counter() - first_token)
-                    yield Sentence(sentence, shown=True)
+            try:
+                async for delta in stream:
+                    if first_token is None and delta.strip():
+                        first_token = time.perf_counter()
+                        self.timing("llm_first_token", first_token - asked)
+                    yield TextDelta(delta)
+                    for sentence in splitter.feed(delta):
+                        if not clause_done and first_token is not None:
+                            clause_done = True
+                            self.timing("first_clause", time.perf_counter() - first_token)
+                        yield Sentence(sentence, shown=True)
+            finally:  # closed with the answer (an interrupt): the LLM stops at its next token, not when collected
+                await aclose_iterator(stream)
         except LLMError as exc:
             log.warning("LLM failed: %s", exc.msg)
             yield Failure(Code.PROCESSING_ERROR, f"the language model failed: {exc.msg}")
