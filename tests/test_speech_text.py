@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveavatar.speech.text import LONG_SENTENCE, SentenceSplitter, apply_pron_map, split_sentences
+from liveavatar.speech.text import (
+    LONG_SENTENCE,
+    LONGEST_WORD,
+    VERY_LONG_SENTENCE,
+    SentenceSplitter,
+    apply_pron_map,
+    split_sentences,
+)
 
 
 def _no_space(text: str) -> str:
@@ -88,6 +95,16 @@ def test_very_long_text_without_punctuation_is_cut_at_spaces() -> None:
     assert " ".join(sentences) == text
 
 
+def test_a_run_with_no_space_does_not_hold_up_the_speech() -> None:
+    digits = "".join(str(i % 10) for i in range(1000))  # a language model spelling out a number
+    sentences = split_sentences(f"The moon is {digits} miles away. Yes.", first_clause=True)
+    assert sentences[0] == f"The moon is {digits[:LONGEST_WORD]}"  # the first words, then the sound starts
+    assert len(sentences) > 3 and all(len(s) <= VERY_LONG_SENTENCE + LONGEST_WORD for s in sentences)
+    assert sentences[-1] == "Yes." and _no_space("".join(sentences)) == _no_space(
+        f"The moon is {digits} miles away. Yes."
+    )
+
+
 def test_incremental_splitter_waits_for_the_next_word() -> None:
     splitter = SentenceSplitter()
     assert splitter.feed("It costs 3.") == []
@@ -105,10 +122,22 @@ def test_incremental_token_by_token_matches_whole_text() -> None:
     assert _feed_all(list(text)) == split_sentences(text)
 
 
-_PIECES = [*"aAbBzZ09 .,;:!?…。！？，\n\"')-—", "Mr.", "3.5", "...", "e.g.", "etc. ", "Dr", "\u3000", " at ", " the "]
+_PIECES = [
+    *"aAbBzZ09 .,;:!?…。！？，\n\"')-—",
+    "Mr.",
+    "3.5",
+    "...",
+    "e.g.",
+    "etc. ",
+    "Dr",
+    "\u3000",
+    " at ",
+    " the ",
+    "1234567890",
+]
 _texts = st.lists(st.sampled_from(_PIECES), max_size=80).map("".join)
 _long_texts = st.lists(
-    st.sampled_from(["word ", "Word ", "3.5 ", "Dr. ", ", ", "; ", "... ", ". ", "x", "\n"]), max_size=150
+    st.sampled_from(["word ", "Word ", "3.5 ", "Dr. ", ", ", "; ", "... ", ". ", "x", "\n", "0123456789"]), max_size=150
 ).map("".join)
 
 

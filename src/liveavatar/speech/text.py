@@ -19,7 +19,10 @@ CLOSERS: Final = frozenset("\"')]}»”’」』）")
 LONG_SENTENCE: Final = 200
 """Past this many characters a sentence is cut at the next clause boundary, so audio starts sooner."""
 VERY_LONG_SENTENCE: Final = 400
-"""Past this many characters with no clause boundary either, a sentence is cut at the next space."""
+"""Past this many characters with no clause boundary either, a sentence is cut at the next space..."""
+LONGEST_WORD: Final = 24
+"""...or this many characters later with none: a run of characters with no space counts as words of at most
+this length (a language model spelling out a number digit after digit must not hold up the speech)."""
 DASHES: Final = frozenset("-–—")
 """A dash between spaces (or an en/em dash before a space) ends a clause."""
 FIRST_WORDS: Final = 3
@@ -155,7 +158,7 @@ def _first_piece_end(text: str) -> int | None:
     return fallback if fallback is not None else _sentence_end(text, clauses_from=0)
 
 
-_WORD: Final = re.compile(r"\S+")
+_WORD: Final = re.compile(rf"\S{{1,{LONGEST_WORD}}}")
 
 
 def _sentence_end(text: str, *, clauses_from: int = LONG_SENTENCE) -> int | None:
@@ -204,7 +207,7 @@ def _sentence_end(text: str, *, clauses_from: int = LONG_SENTENCE) -> int | None
                     return None
                 if char in CJK_CLAUSE_ENDS or text[end].isspace():
                     return end
-            elif i >= VERY_LONG_SENTENCE and char.isspace():
+            elif i >= VERY_LONG_SENTENCE and (char.isspace() or i >= VERY_LONG_SENTENCE + LONGEST_WORD):
                 return i
         i += 1
     return None
