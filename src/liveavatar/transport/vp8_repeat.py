@@ -1,11 +1,11 @@
 """A VP8 frame that shows the previous picture again, written by hand instead of encoded (RFC 6386).
 
-An idle avatar repeats about half its frames. libvpx encodes a repeat as a frame like any other (~0.7 ms at
-512x512, to refine what it sent before); this one costs nothing to make and ~40 bytes to send (512x512): an inter
-frame whose every macroblock copies the last frame unmoved (ZEROMV from LAST, no residual), with the loop
-filter off, and which updates nothing a later frame depends on (no reference buffer, probabilities restored
-after it). The encoder's idea of what the decoder holds stays true, so its next frame decodes as it would
-have without the repeat in between.
+An idle avatar repeats two frames in three (session/avatar.py). libvpx encodes a repeat as a frame like any
+other (~0.7 ms at 512x512, to refine what it sent before); this one costs nothing to make and 43 bytes to send
+at 512x512: an inter frame whose every macroblock copies the last frame unmoved (ZEROMV from LAST, no residual),
+with the loop filter off, and which updates nothing a later frame depends on (no reference buffer,
+probabilities restored after it). The encoder's idea of what the decoder holds stays true, so its next frame
+decodes as it would have without the repeat in between.
 """
 
 from __future__ import annotations
