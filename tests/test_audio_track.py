@@ -86,3 +86,37 @@ async def test_the_packer_knows_the_pts_of_the_last_packets_sent_after_a_skip() 
     track.stop()
     assert packer.packed == 3
     assert (packer.pts_of(3), packer.pts_of(2), packer.pts_of(1)) == (52 * AUDIO_SAMPLES, AUDIO_SAMPLES, None)
+
+
+class Bursts:
+    """Tone and digital silence by turns, 25 frames each: an idle session that speaks now and then."""
+
+    def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
+        index = round(t / AUDIO_PTIME)
+        if index // 25 % 2 == 0:
+            return np.zeros(AUDIO_SAMPLES, dtype=np.int16)
+        n = np.arange(index * AUDIO_SAMPLES, (index + 1) * AUDIO_SAMPLES)
+        return (8000 * np.sin(2 * np.pi * TONE_HZ * n / AUDIO_RATE)).astype(np.int16)
+
+
+async def test_settled_silence_goes_out_as_the_same_packet_and_speech_after_it_plays() -> None:
+    track = AvatarAudioTrack(Bursts(), UnpacedClock())
+    packer, decoder = OpusPacker(), OpusDecoder()
+    packets, decoded = [], []
+    for index in range(100):
+        payloads, timestamp = packer.pack(await track.recv())
+        assert timestamp == index * AUDIO_SAMPLES
+        packets.append(payloads[0])
+        (frame,) = decoder.decode(JitterFrame(payloads[0], timestamp))
+        decoded.append(frame.to_ndarray().reshape(-1, 2)[:, 0].astype(np.float64))
+    track.stop()
+    for quiet in (range(17, 25), range(67, 75)):  # once libopus has settled (~13 frames after a tone)
+        assert len({packets[i] for i in quiet}) == 1 and len(packets[quiet[0]]) < 10
+    sound = np.concatenate(decoded)
+    for start in (25, 75):  # each burst plays the tone at its level, the one after repeated silence too
+        tone = sound[(start + 3) * AUDIO_SAMPLES : (start + 25) * AUDIO_SAMPLES]
+        spectrum = np.abs(np.fft.rfft(tone))
+        assert abs(np.argmax(spectrum) * AUDIO_RATE / len(tone) - TONE_HZ) < 5
+        assert 0.7 * 8000 < np.sqrt(2 * np.mean(tone**2)) < 1.3 * 8000
+    assert np.abs(sound[10 * AUDIO_SAMPLES : 25 * AUDIO_SAMPLES]).max() < 8000 / 200  # silence decodes as such
+    assert np.abs(sound[62 * AUDIO_SAMPLES : 75 * AUDIO_SAMPLES]).max() < 8000 / 200

@@ -136,7 +136,10 @@ class AvatarAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         index, t = await self.pacer.next()
-        return self._encoder.encode(audio_frame(self._source.audio_frame(t), index))
+        samples = self._source.audio_frame(t)
+        silent = not samples.any()
+        packet = self._encoder.repeat_silence(index * AUDIO_SAMPLES) if silent else None
+        return packet if packet is not None else self._encoder.encode(audio_frame(samples, index), silent=silent)
 
 
 class AvatarVideoTrack(MediaStreamTrack):
