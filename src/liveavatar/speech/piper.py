@@ -52,7 +52,7 @@ PIPER_THREADS = min(2, os.cpu_count() or 1)
 def load_piper_model(model_path: Path, config_path: Path, int8_dir: Path | None = None) -> PiperModel:
     """Load a Piper voice with alignment output, once per process and paths (~1 s the first time).
 
-    With `int8_dir`: the voice's int8 copy cached there (`piper_int8`; built the first time, ~1 min), or the
+    With `int8_dir`: the voice's int8 copy cached there (`piper_int8`; built the first time, ~30 s), or the
     float model with a warning when that copy cannot be built or loaded.
     """
     try:
