@@ -128,12 +128,15 @@ def measure_variant(name: str, build: Callable[[bytes, str], Any] | None, runs: 
     from piper import PiperVoice
 
     from liveavatar.speech.piper import PiperEngine, load_piper_model, packaged_joe_paths
+    from liveavatar.speech.piper_int8 import default_int8_dir
     from liveavatar.speech.voices import PIPER_JOE
 
     model_path, config_path = packaged_joe_paths()
     onnxruntime.set_seed(SEED)
     if build is None:  # what the project ships: load_piper_model as it is
-        voice: Any = load_piper_model.__wrapped__(model_path, config_path)  # type: ignore[attr-defined]
+        # the server's default: the int8 copy from the user cache (built there the first time)
+        int8_dir = default_int8_dir()
+        voice: Any = load_piper_model.__wrapped__(model_path, config_path, int8_dir)  # type: ignore[attr-defined]
     else:
         voice = PiperVoice.load(model_path, config_path)
         voice.session = build(_model_bytes(model_path), str(model_path))
@@ -166,10 +169,11 @@ def measure_variant(name: str, build: Callable[[bytes, str], Any] | None, runs: 
 def split_pass() -> Reply:
     """CPU of one pass split into phonemisation, the model run, the Python around it and resampling (shipped)."""
     from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.piper_int8 import default_int8_dir
     from liveavatar.speech.resample import resample
     from liveavatar.speech.voices import PIPER_JOE
 
-    engine = PiperEngine()
+    engine = PiperEngine(int8_dir=default_int8_dir())
     model: Any = engine.model()
     pieces = [piece for reply in _pieces() for piece in reply]
     for piece in pieces:  # warm-up

