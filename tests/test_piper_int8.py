@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import same_words
+from liveavatar.speech import piper_int8
 from liveavatar.speech.base import SpeechChunk
 from liveavatar.speech.piper import PiperEngine, lean_session, load_piper_model, packaged_joe_paths
 from liveavatar.speech.piper_int8 import FLOW_AND_EARLY_DECODER, cached_int8_path, int8_model
@@ -112,9 +116,39 @@ def test_a_cache_that_cannot_be_written_falls_back_to_the_float_model(
     blocked.write_text("a file where the cache folder would go")
     engine = PiperEngine(int8_dir=blocked / "piper")
     with caplog.at_level(logging.WARNING, logger="liveavatar.speech.piper"):
-        chunk = engine.speak("Hello there.", PIPER_JOE, 1.0)
-    assert chunk is not None and chunk.phonemes
-    assert any("float model" in record.getMessage() for record in caplog.records)
+        chunk = engine.speak("Hello there.", PIPER_JOE, 1.0)  # at once, with the float model
+        assert chunk is not None and chunk.phonemes
+        _wait_for(lambda: any("float model" in record.getMessage() for record in caplog.records))
+    assert engine.speak("Still here.", PIPER_JOE, 1.0) is not None
+
+
+def test_the_voice_speaks_at_once_and_switches_to_int8_once_built(
+    int8_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built, release = threading.Event(), threading.Event()
+
+    def slow_build(model_path: Path, config_path: Path, cache_dir: Path) -> Path:
+        release.wait(30)  # the ~30 s build, held until the float model has spoken
+        built.set()
+        return cached_int8_path(model_path, int8_dir)
+
+    monkeypatch.setattr(piper_int8, "int8_model", slow_build)
+    engine = PiperEngine(int8_dir=tmp_path / "empty-cache")
+    first = engine.speak(TEXT, PIPER_JOE, 1.0)  # no wait for the build
+    voice: Any = engine.model()
+    float_session = voice.session.session
+    assert first is not None and not built.is_set()
+    release.set()
+    _wait_for(lambda: voice.session.session is not float_session)
+    again = engine.speak(TEXT, PIPER_JOE, 1.0)
+    assert again is not None and again.phonemes
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def _words(text: str) -> list[str]:

@@ -100,9 +100,10 @@ def test_a_run_with_no_space_does_not_hold_up_the_speech() -> None:
     sentences = split_sentences(f"The moon is {digits} miles away. Yes.", first_clause=True)
     assert sentences[0] == f"The moon is {digits[:LONGEST_WORD]}"  # the first words, then the sound starts
     assert len(sentences) > 3 and all(len(s) <= VERY_LONG_SENTENCE + LONGEST_WORD for s in sentences)
-    assert sentences[-1] == "Yes." and _no_space("".join(sentences)) == _no_space(
-        f"The moon is {digits} miles away. Yes."
-    )
+    assert sentences[-1] == "Yes."
+    assert _no_space("".join(sentences)) == _no_space(f"The moon is {digits} miles away. Yes.")
+    cjk = "你好世界我们在测试" * 60  # CJK writes no spaces: a long run of it is not cut into words
+    assert split_sentences(cjk, first_clause=True) == split_sentences(cjk) == [cjk]
 
 
 def test_incremental_splitter_waits_for_the_next_word() -> None:
@@ -134,6 +135,7 @@ _PIECES = [
     " at ",
     " the ",
     "1234567890",
+    "你好",
 ]
 _texts = st.lists(st.sampled_from(_PIECES), max_size=80).map("".join)
 _long_texts = st.lists(

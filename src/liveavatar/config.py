@@ -72,7 +72,8 @@ class Settings(BaseSettings):
 
     piper_int8: bool = True
     """Piper speaks with an int8 copy of its voice (~1.6x less CPU, same words and timings; built once per
-    machine into the user cache, ~30 s; the float model if that fails); false: the packaged float model."""
+    machine into the user cache, ~30 s, by setup or in the background, the float model speaking meanwhile or
+    if the build fails); false: the packaged float model."""
 
     knowledge_embeddings: bool = True
     """Hybrid retrieval (BM25 + the packaged MiniLM embeddings); false: BM25 only, much faster ingestion."""

@@ -52,30 +52,50 @@ PIPER_THREADS = min(2, os.cpu_count() or 1)
 def load_piper_model(model_path: Path, config_path: Path, int8_dir: Path | None = None) -> PiperModel:
     """Load a Piper voice with alignment output, once per process and paths (~1 s the first time).
 
-    With `int8_dir`: the voice's int8 copy cached there (`piper_int8`; built the first time, ~30 s), or the
-    float model with a warning when that copy cannot be built or loaded.
+    With `int8_dir`: the voice's int8 copy cached there (`piper_int8`). When it is not there yet, the voice
+    speaks with the float model at once while the copy is built in the background (~30 s), then switches.
     """
     try:
         from piper import PiperVoice
         from piper.config import PiperConfig
     except ImportError as exc:
         raise ProcessingError("Piper TTS is not installed (pip install 'piper-tts[alignment]')") from exc
-    session = None
+    session, build = None, False
     if int8_dir is not None:
-        from liveavatar.speech.piper_int8 import int8_model
+        from liveavatar.speech.piper_int8 import cached_int8_path
 
-        try:
-            session = lean_session(int8_model(model_path, config_path, int8_dir))
-        except Exception as exc:  # the quantizer and onnxruntime raise many kinds
-            log.warning("Piper speaks with its float model: the int8 copy is not available (%s)", exc)
+        cached = cached_int8_path(model_path, int8_dir)
+        build = not cached.is_file()
+        if not build:
+            try:
+                session = lean_session(cached)
+            except Exception as exc:  # onnxruntime raises many kinds
+                log.warning("Piper speaks with its float model: its int8 copy %s does not load (%s)", cached, exc)
     try:
         # As PiperVoice.load(include_alignments=True), without the default session it would build first.
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        session = StoppableSession(session or lean_session(model_path))
-        voice: PiperModel = PiperVoice(config=config, session=session)
+        stoppable = StoppableSession(session or lean_session(model_path))
+        voice: PiperModel = PiperVoice(config=config, session=stoppable)
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
+    if build:
+        assert int8_dir is not None
+        threading.Thread(
+            target=_switch_to_int8, args=(stoppable, model_path, config_path, int8_dir), name="piper-int8", daemon=True
+        ).start()
     return voice
+
+
+def _switch_to_int8(stoppable: StoppableSession, model_path: Path, config_path: Path, int8_dir: Path) -> None:
+    """Build the int8 copy (in a child process) and have `stoppable` run it from its next sentence on."""
+    from liveavatar.speech.piper_int8 import int8_model
+
+    try:
+        stoppable.session = lean_session(int8_model(model_path, config_path, int8_dir))
+    except Exception as exc:  # the quantizer and onnxruntime raise many kinds
+        log.warning("Piper speaks with its float model: the int8 copy is not available (%s)", exc)
+        return
+    log.info("Piper speaks with its int8 model from now on")
 
 
 def lean_session(model_path: Path, *, as_2d: bool = True) -> Any:
@@ -116,7 +136,8 @@ class StoppableSession:
     """An onnxruntime session whose run, in one thread, another thread can stop (PiperVoice calls `run`).
 
     onnxruntime checks a run's `RunOptions.terminate` between operators and then raises: a sentence of
-    ~25 s of speech (~2 s of CPU) stops within milliseconds of its reply being interrupted.
+    ~25 s of speech (~2 s of CPU) stops within milliseconds of its reply being interrupted. `session` may be
+    replaced while in use (the int8 model once built): a run under way finishes on the one it started on.
     """
 
     def __init__(self, session: Any) -> None:

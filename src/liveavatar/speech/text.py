@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Final
 
@@ -22,7 +23,8 @@ VERY_LONG_SENTENCE: Final = 400
 """Past this many characters with no clause boundary either, a sentence is cut at the next space..."""
 LONGEST_WORD: Final = 24
 """...or this many characters later with none: a run of characters with no space counts as words of at most
-this length (a language model spelling out a number digit after digit must not hold up the speech)."""
+this length (a language model spelling out a number digit after digit must not hold up the speech). Not a run
+with CJK characters in it: those languages write no spaces, and their clauses end at their own punctuation."""
 DASHES: Final = frozenset("-–—")
 """A dash between spaces (or an en/em dash before a space) ends a clause."""
 FIRST_WORDS: Final = 3
@@ -139,7 +141,7 @@ def _first_piece_end(text: str) -> int | None:
     after the first word that does not lean on the next. So, as for `_sentence_end`, the answer does not
     depend on where the text happens to stop.
     """
-    words = [(match.start(), match.end()) for match in _WORD.finditer(text) if match.end() < len(text)]
+    words = [word for match in _WORD.finditer(text) for word in _words(text, match.start(), match.end())]
     fallback: int | None = None
     for count in range(FIRST_WORDS, FIRST_WORDS + 3):
         if len(words) < count + REST_WORDS:
@@ -158,7 +160,26 @@ def _first_piece_end(text: str) -> int | None:
     return fallback if fallback is not None else _sentence_end(text, clauses_from=0)
 
 
-_WORD: Final = re.compile(rf"\S{{1,{LONGEST_WORD}}}")
+_WORD: Final = re.compile(r"\S+")
+
+
+def _words(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The whole words of the run text[start:end]: the run, cut after every LONGEST_WORD characters in a row
+    that are not CJK (each cut depends only on the characters before it, whatever comes next)."""
+    words: list[tuple[int, int]] = []
+    word = stretch = start
+    for i in range(start, end):
+        if _wide(text[i]):
+            stretch = i + 1
+        elif i + 1 - stretch == LONGEST_WORD and i + 1 < end:
+            words.append((word, i + 1))
+            word = stretch = i + 1
+    words.append((word, end))
+    return [(a, b) for a, b in words if b < len(text)]
+
+
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
 
 
 def _sentence_end(text: str, *, clauses_from: int = LONG_SENTENCE) -> int | None:
@@ -207,7 +228,9 @@ def _sentence_end(text: str, *, clauses_from: int = LONG_SENTENCE) -> int | None
                     return None
                 if char in CJK_CLAUSE_ENDS or text[end].isspace():
                     return end
-            elif i >= VERY_LONG_SENTENCE and (char.isspace() or i >= VERY_LONG_SENTENCE + LONGEST_WORD):
+            elif i >= VERY_LONG_SENTENCE and (
+                char.isspace() or (i >= VERY_LONG_SENTENCE + LONGEST_WORD and not _wide(char))
+            ):
                 return i
         i += 1
     return None
