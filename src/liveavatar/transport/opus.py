@@ -42,8 +42,8 @@ class SpeechOpusEncoder:
     def encode(self, frame: av.AudioFrame, *, silent: bool = False) -> av.Packet[Any]:
         """One 20 ms frame (pts in samples) -> its packet, with the frame's pts and time base.
 
-        `silent`: the frame is digital silence (all zeros); after speech the encoder rings out for a frame or
-        two, then gives one packet for silence again and again, which `repeat_silence` then hands out.
+        `silent`: the frame is digital silence (all zeros); after sound the encoder rings out (~13 frames after
+        a tone), then gives one packet for silence again and again, which `repeat_silence` then hands out.
         """
         packets = self._codec.encode(frame)
         # libopus gives one packet per 20 ms frame at once (its lookahead shows as pts - 312, not a delay)
@@ -61,7 +61,7 @@ class SpeechOpusEncoder:
     def repeat_silence(self, pts: int) -> av.Packet[Any] | None:
         """The settled packet for one more frame of digital silence, without running libopus; None if unsettled.
 
-        An idle session sends silence 50 times a second: this costs a few microseconds instead of ~45. The
+        An idle session sends silence 50 times a second: this costs ~6 us a frame instead of ~55. The
         encoder does not see those frames, which leaves it where it was: after silence.
         """
         if self._silence is None:
