@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
+from liveavatar.config import Settings
 from liveavatar.errors import NotFound, ParamError
 from liveavatar.speech.base import SILENCE, TTS, WORD_GAP, SpeechChunk
 from liveavatar.speech.espeak import EspeakEngine, EspeakVoiceInfo
@@ -21,6 +24,7 @@ from liveavatar.speech.voices import (
     discover_voices,
     espeak_voices,
     normalize_language,
+    tts_factories,
 )
 
 
@@ -231,3 +235,24 @@ def test_a_session_speaks_with_its_avatars_voice_unless_told_otherwise() -> None
     chosen = SessionSettings("a", avatar_voice_id=own, voice_id=PIPER_JOE.voice_id)
     assert voice_for(registry, chosen) == PIPER_JOE
     assert voice_for(registry, SessionSettings("a")) == PIPER_JOE
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "ray", "threads"),
+    [(2, None, None, 1), (2, 0, None, 2), (2, 1, None, 2), (8, 2, None, 2), (8, 8, None, 1), (1, 0, None, 1),
+     (2, None, "auto", 1)],
+)  # fmt: skip
+def test_piper_threads_follow_the_cores_each_session_host_has(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int | None, ray: str | None, threads: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert Settings(workers=workers, ray_address=ray).resolved_piper_threads == threads
+    assert Settings(workers=workers, piper_threads=3).resolved_piper_threads == 3
+
+
+def test_the_piper_factory_runs_the_model_on_the_threads_asked_for() -> None:
+    tts = tts_factories(piper_int8=False, piper_threads=1)["piper"]()
+    assert isinstance(tts, SentenceTTS) and isinstance(tts.engine, PiperEngine)
+    model: Any = tts.engine.model()
+    assert model.session.get_session_options().intra_op_num_threads == 1

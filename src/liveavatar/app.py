@@ -75,7 +75,9 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
     avatars = AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size)
-    voices = VoiceRegistry(discover_voices(), tts_factories(piper_int8=settings.piper_int8))
+    voices = VoiceRegistry(
+        discover_voices(), tts_factories(piper_int8=settings.piper_int8, piper_threads=settings.resolved_piper_threads)
+    )
     ingestor = Ingestor(
         settings.data_dir / "knowledge",
         allow_private_urls=settings.allow_private_urls,

