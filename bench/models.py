@@ -40,10 +40,11 @@ def _since(started: float) -> float:
 async def piper() -> Reply:
     """First sentence and real-time factor of the packaged Piper voice on a short paragraph."""
     from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.piper_int8 import default_int8_dir
     from liveavatar.speech.sentences import SentenceTTS
     from liveavatar.speech.voices import PIPER_JOE
 
-    tts = SentenceTTS(PiperEngine())
+    tts = SentenceTTS(PiperEngine(int8_dir=default_int8_dir()))  # as the server speaks by default
     started = time.perf_counter()
     tts.load()
     load = _since(started)

@@ -341,11 +341,12 @@ def tts_probe(sentences: list[str]) -> Reply:
     each sentence, timed right after the whole sentence so both see the same machine.
     """
     from liveavatar.speech.piper import PiperEngine
+    from liveavatar.speech.piper_int8 import default_int8_dir
     from liveavatar.speech.text import split_sentences
     from liveavatar.speech.voices import PIPER_JOE
 
     started = time.perf_counter()
-    tts = PiperEngine()
+    tts = PiperEngine(int8_dir=default_int8_dir())  # as the server speaks by default
     tts.load()
     load_s = time.perf_counter() - started
     tts.speak(sentences[0], PIPER_JOE, 1.0)  # first run pays onnxruntime's set-up
