@@ -20,6 +20,19 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("liveavatar", appauthor=False))
 
 
+def user_cache_dir(name: str) -> Path:
+    """A per-user cache folder, shared by every data dir, for models made once per machine (`name` inside it)."""
+    return Path(platformdirs.user_cache_dir("liveavatar", appauthor=False)) / name
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure."""
 
@@ -155,7 +168,7 @@ class Settings(BaseSettings):
         """Worker processes to run: as set, else one per core this process may use."""
         if self.workers is not None:
             return self.workers
-        return _usable_cores()
+        return usable_cores()
 
     @property
     def resolved_piper_threads(self) -> int:
@@ -165,7 +178,7 @@ class Settings(BaseSettings):
         if self.ray_address is not None:
             cores = int(self.ray_host_cpus)
         else:
-            cores = _usable_cores() // max(1, self.resolved_workers)
+            cores = usable_cores() // max(1, self.resolved_workers)
         return max(1, min(2, cores))
 
     @property
@@ -183,11 +196,3 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
         return url
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import platformdirs
-
+from liveavatar.config import usable_cores, user_cache_dir
 from liveavatar.llm.base import ChatMessage, LLMError, estimate_tokens
 from liveavatar.loading import load_once
 
@@ -36,8 +35,7 @@ def auto_threads() -> int:
     core, and generation fell to 2-15 tokens/s against 22-54 with one thread (measured here); one thread also
     leaves Piper a core of its own while the LLM goes on with the rest of the answer.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_AUTO_THREADS, cores // 2))
+    return max(1, min(MAX_AUTO_THREADS, usable_cores() // 2))
 
 
 DEFAULT_STATE_CACHE_BYTES: Final = 256 << 20
@@ -83,7 +81,7 @@ def installed_models() -> list[str]:
 
 def default_cache_dir() -> Path:
     """Where models that arrive in pieces are joined (once per machine)."""
-    return Path(platformdirs.user_cache_dir("liveavatar", appauthor=False)) / "llm"
+    return user_cache_dir("llm")
 
 
 def packaged_model_path(name: str = DEFAULT_LOCAL_MODEL, cache_dir: Path | None = None) -> Path:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from liveavatar.config import user_cache_dir
 from liveavatar.errors import ProcessingError
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,7 @@ FLOW_AND_EARLY_DECODER: Final = QuantRecipe(
 
 def default_int8_dir() -> Path:
     """Where int8 voice models are built: a per-user cache shared by every data dir (once per machine)."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("liveavatar", appauthor=False)) / "piper"
+    return user_cache_dir("piper")
 
 
 def file_hash(path: Path) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from liveavatar.config import user_cache_dir
 from liveavatar.errors import ParamError, ProcessingError
 from liveavatar.loading import load_once
 
@@ -105,9 +106,7 @@ def english_model_path() -> Path:
 
 def default_cache_dir() -> Path:
     """Where the multilingual model is assembled from its two packages (a writable per-user folder)."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("liveavatar", appauthor=False)) / "whisper-base"
+    return user_cache_dir("whisper-base")
 
 
 def _distribution_files(name: str) -> list[Path]:
