@@ -171,15 +171,18 @@ class Settings(BaseSettings):
         return usable_cores()
 
     @property
+    def host_cores(self) -> int:
+        """Cores each session host has to itself: a Ray actor's CPUs, or this machine's shared by the workers."""
+        if self.ray_address is not None:
+            return max(1, int(self.ray_host_cpus))
+        return max(1, usable_cores() // max(1, self.resolved_workers))
+
+    @property
     def resolved_piper_threads(self) -> int:
         """Piper's onnxruntime threads: as set, else the cores each session host has to itself, 1 or 2."""
         if self.piper_threads is not None:
             return self.piper_threads
-        if self.ray_address is not None:
-            cores = int(self.ray_host_cpus)
-        else:
-            cores = usable_cores() // max(1, self.resolved_workers)
-        return max(1, min(2, cores))
+        return min(2, self.host_cores)
 
     @property
     def resolved_node_id(self) -> str:

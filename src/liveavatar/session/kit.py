@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import cv2
+
 from liveavatar.config import Settings
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.session.dialogue import Brain
@@ -27,6 +29,9 @@ def build_kit(
 ) -> SessionKit:
     """Everything a host's sessions share, created (models not loaded yet) from the settings."""
     advertise_hosts(settings.ice_hosts)
+    # OpenCV splits each call over a pool of a thread per core whose idle threads spin (sched_yield): in a
+    # host with one core (a worker per core) that was ~4% of a core per worker in system time, for nothing
+    cv2.setNumThreads(settings.host_cores)
     return SessionKit(
         avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size),
         voices=voices
