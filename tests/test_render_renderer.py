@@ -169,3 +169,38 @@ def test_a_frame_depends_only_on_its_state(pack: AvatarPack) -> None:
         )
     state = FaceState(mouth=mouth(jaw_open=0.3), yaw=1.0, dy=-0.7)
     assert np.array_equal(busy.render(state), Renderer(pack).render(state))
+
+
+@pytest.mark.parametrize("background", [None, Background.solid("#204060"), "image"])
+def test_speech_over_a_held_pose_redraws_the_mouth_alone_bit_for_bit(
+    pack: AvatarPack, background: Background | str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if background == "image":
+        ramp = np.dstack([np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))] * 3)
+        background = Background(image=ramp)
+    assert not isinstance(background, str)
+    r = Renderer(pack, background)
+    whole = Renderer._redraw
+    redrawn: list[Renderer] = []
+
+    def counted(self: Renderer, *args: object) -> None:
+        redrawn.append(self)
+        whole(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Renderer, "_redraw", counted)
+    rng = np.random.default_rng(7)
+    poses = [
+        {},  # no head motion: the maps are the grid
+        {"yaw": 2.0, "pitch": -1.5, "roll": 1.2, "dx": 0.8, "dy": -0.4},
+        {"yaw": 2.0, "pitch": -1.5, "roll": 1.2, "dx": 0.8, "dy": -0.4, "smile": 0.6},  # a mouth field
+        {"yaw": -3.0, "dy": 0.9, "brows": 0.7},  # the brows are solved too: every frame is redrawn whole
+        {"yaw": -3.0, "dy": 0.9, "blink": 0.6},
+    ]
+    for pose in poses:
+        for k in range(6):
+            weights = rng.uniform(0, 1, len(MOUTH_BASES)) * (k % 3 != 2)  # shut mouths too
+            weights[MOUTH_BASES.index("lips_closed")] *= k % 2
+            state = FaceState(mouth=weights.astype(np.float32), **pose)
+            assert np.array_equal(r.render(state), Renderer(pack, background).render(state)), (pose, k)
+    # whole: the first pose, the second, every frame with the brows, and the next one (the brows to undo)
+    assert sum(x is r for x in redrawn) == 1 + 1 + 6 + 1

@@ -25,6 +25,9 @@ MAX_TURN = 10.0
 BODY_STEPS = 8
 """The body's breathing offset is redrawn in steps of 1/BODY_STEPS pixel."""
 
+Box = tuple[int, int, int, int]
+"""x0, y0, x1, y1 in band coordinates."""
+
 
 class _Prepared:
     """What every renderer of one pack shares (read-only): grids, weights, fields, tiles, geometry."""
@@ -66,6 +69,9 @@ class _Prepared:
         x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
         x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
         self.map_box = (x0, y0, x1, y1)
+        lx0, ly0, lx1, ly1 = self.mouth.limit
+        self.mouth_box = (max(lx0, x0), max(ly0, y0), min(lx1, x1), min(ly1, y1))
+        """Where a mouth solve may change the head's maps (its limit inside the maps' box)."""
 
         def crop(v: F32) -> F32:
             return np.ascontiguousarray(v[y0:y1, x0:x1])
@@ -112,6 +118,10 @@ class Renderer:
 
     # Over a solid colour the band is warped from a cached composite; over an image the person is
     # warped alone and composited, so the backdrop never moves with the head.
+    # A frame whose head pose and eyelids are those of the frame before (speech between two steps of idle
+    # motion: see session/avatar.py) redraws the mouth alone: the head's maps are the same but for what
+    # the mouth fields solved, so those are put back from a copy taken after the head motion, solved
+    # again, and only the pixels either frame's mouth reached are warped again; bit for bit a full redraw.
 
     def __init__(self, pack: AvatarPack, background: Background | None = None) -> None:
         self.pack = pack
@@ -128,7 +138,8 @@ class Renderer:
         self._body_mapy = p.gy.copy()
         self._rest_maps = True
         """The head's maps hold the grid (no head motion) except over the `_solved` boxes."""
-        self._solved: list[tuple[int, int, int, int]] = []
+        self._solved: tuple[Box | None, Box | None] = (None, None)
+        """The boxes where the mouth and the brows fields were solved into the head's maps."""
         self._acc = {id(g): np.zeros(g.shape, np.float32) for g in (p.mouth, p.brows)}
         self._body_dy: float | None = None
         self._frame = np.empty((h, w, 3), np.uint8)
@@ -138,6 +149,12 @@ class Renderer:
         """Scratch for the warped tiles (BGRA)."""
         self._solid = True
         self._last: tuple[float, ...] | None = None
+        self._pose: tuple[float, ...] | None = None
+        """Eyelids and head pose of the frame in the buffer (None: redraw it all)."""
+        self._rigid_mouth = (np.empty(0, np.float32), np.empty(0, np.float32))
+        """The head's maps over the mouth's box before the mouth fields were solved into them."""
+        self._mouth_reach: list[Box] = []
+        """Where the mouth of the frame in the buffer changed the maps and drew its interior."""
         self.set_background(background)
 
     @property
@@ -158,7 +175,7 @@ class Renderer:
         self._bg_band[:] = bg[top:bottom]
         was_solid, self._solid = self._solid, not bg_obj.is_image
         self._body_dy = None
-        self._last = None
+        self._last = self._pose = None
         if self._solid or was_solid or self._src is not p.person:
             # over an image the source is the person alone whatever the image: a new one (a video
             # backdrop's next frame) keeps the source and any eyelids drawn into it
@@ -188,7 +205,7 @@ class Renderer:
             "brows_up": max(state.brows, 0.0),
             "brows_down": max(-state.brows, 0.0),
         }
-        self._blink(float(np.clip(state.blink, 0.0, 1.0)))
+        blink = float(np.clip(state.blink, 0.0, 1.0))
         state = replace(
             state,
             yaw=_clamp(state.yaw, MAX_TURN),
@@ -198,39 +215,79 @@ class Renderer:
             dy=_clamp(state.dy, MAX_SHIFT),
         )
         rigid = Rigid(state.roll, state.dx, state.dy, self._p.pivot)
+        pose = (blink, state.yaw, state.pitch, state.roll, state.dx, state.dy)
+        brows = any(abs(weights[n]) > 1e-4 for n in FACE_FIELDS)
+        if pose == self._pose and not brows and self._solved[1] is None:
+            self._redraw_mouth(state, weights, rigid)
+        else:
+            self._pose = pose
+            self._redraw(state, weights, rigid, blink)
+        return self._frame
+
+    def _redraw(self, state: FaceState, weights: dict[str, float], rigid: Rigid, blink: float) -> None:
+        """Warp every head tile (and the body's, when it breathed) and draw the mouth."""
+        p = self._p
+        self._blink(blink)
         self._maps(state, rigid)
-        lips = self._lips(state, weights, rigid)
         maps = self._maps_head
+        x0, y0, x1, y1 = p.mouth_box
+        mx, my = maps.at(x0, y0, x1, y1)
+        self._rigid_mouth = (mx.copy(), my.copy())
+        lips = self._lips(state, weights, rigid)
         sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
-        solved = (
-            self._p.mouth.solve(weights, maps, rigid, self._acc[id(self._p.mouth)], sharp),
-            self._p.brows.solve(weights, maps, rigid, self._acc[id(self._p.brows)]),
-        )
-        self._solved = [b for b in solved if b is not None]
-        tiles = self._p.head_tiles
+        mouth = p.mouth.solve(weights, maps, rigid, self._acc[id(p.mouth)], sharp)
+        self._solved = (mouth, p.brows.solve(weights, maps, rigid, self._acc[id(p.brows)]))
+        for box in p.head_tiles:
+            self._warp(box, *maps.at(*box))
         body_dy = round(state.dy * BODY_STEPS) / BODY_STEPS
         if body_dy != self._body_dy:
             # the body only breathes: redraw it when its (quantised) offset changes
             self._body_dy = body_dy
             self._maps_body(body_dy)
-            tiles = tiles + self._p.body_tiles
-        first_body = len(self._p.head_tiles)  # `tiles` is the head's, then the body's if it moved
-        for i, (x0, y0, x1, y1) in enumerate(tiles):
-            if i < first_body:
-                mx, my = maps.at(x0, y0, x1, y1)
-            else:
-                mx, my = self._p.gx[y0:y1, x0:x1], self._body_mapy[y0:y1, x0:x1]
-            layer = self._layer[y0:y1, x0:x1]
-            if self._solid:
-                cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, dst=layer, borderMode=cv2.BORDER_REPLICATE)
-                cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR, dst=self._band[y0:y1, x0:x1])
-                continue
-            cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, dst=layer, borderMode=cv2.BORDER_CONSTANT)
-            inv = cv2.cvtColor(cv2.bitwise_not(cv2.extractChannel(layer, 3)), cv2.COLOR_GRAY2BGR)
-            under = cv2.multiply(self._bg_band[y0:y1, x0:x1], inv, scale=1 / 255)
-            cv2.add(cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), under, dst=self._band[y0:y1, x0:x1])
-        self._draw_mouth(lips, rigid, state, weights)
-        return self._frame
+            for x0, y0, x1, y1 in p.body_tiles:
+                self._warp((x0, y0, x1, y1), p.gx[y0:y1, x0:x1], self._body_mapy[y0:y1, x0:x1])
+        painted = _box(lips, 2, self._w, self._band.shape[0])
+        self._draw_mouth(lips, painted, rigid, state, weights)
+        self._mouth_reach = [b for b in (mouth, painted) if b is not None]
+
+    def _redraw_mouth(self, state: FaceState, weights: dict[str, float], rigid: Rigid) -> None:
+        """The frame in the buffer with another mouth: solve the mouth fields again, warp where either reached."""
+        p = self._p
+        maps = self._maps_head
+        rx, ry = self._rigid_mouth
+        x0, y0, x1, y1 = p.mouth_box
+        if self._solved[0] is not None:  # where the mouth moved the maps: back to the head's motion alone
+            bx0, by0, bx1, by1 = self._solved[0]
+            mx, my = maps.at(bx0, by0, bx1, by1)
+            ys, xs = slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0)
+            mx[:], my[:] = rx[ys, xs], ry[ys, xs]
+        lips = self._lips(state, weights, rigid)
+        sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
+        mouth = p.mouth.solve(weights, maps, rigid, self._acc[id(p.mouth)], sharp)
+        self._solved = (mouth, None)
+        painted = _box(lips, 2, self._w, self._band.shape[0])
+        reach = self._mouth_reach + [b for b in (mouth, painted) if b is not None]
+        dx0, dy0 = min(b[0] for b in reach), min(b[1] for b in reach)
+        dx1, dy1 = max(b[2] for b in reach), max(b[3] for b in reach)
+        for tx0, ty0, tx1, ty1 in p.head_tiles:
+            box = (max(tx0, dx0), max(ty0, dy0), min(tx1, dx1), min(ty1, dy1))
+            if box[2] > box[0] and box[3] > box[1]:
+                self._warp(box, *maps.at(*box))
+        self._draw_mouth(lips, painted, rigid, state, weights)
+        self._mouth_reach = [b for b in (mouth, painted) if b is not None]
+
+    def _warp(self, box: Box, mx: F32, my: F32) -> None:
+        """Draw one box of the band from the source through the maps (over the backdrop when it is an image)."""
+        x0, y0, x1, y1 = box
+        layer = self._layer[y0:y1, x0:x1]
+        if self._solid:
+            cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, dst=layer, borderMode=cv2.BORDER_REPLICATE)
+            cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR, dst=self._band[y0:y1, x0:x1])
+            return
+        cv2.remap(self._work, mx, my, cv2.INTER_LINEAR, dst=layer, borderMode=cv2.BORDER_CONSTANT)
+        inv = cv2.cvtColor(cv2.bitwise_not(cv2.extractChannel(layer, 3)), cv2.COLOR_GRAY2BGR)
+        under = cv2.multiply(self._bg_band[y0:y1, x0:x1], inv, scale=1 / 255)
+        cv2.add(cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), under, dst=self._band[y0:y1, x0:x1])
 
     def _maps_body(self, dy: float) -> None:
         p = self._p
@@ -249,7 +306,7 @@ class Renderer:
                 np.copyto(mx, p.head_gx)
                 np.copyto(my, p.head_gy)
             else:
-                for x0, y0, x1, y1 in self._solved:
+                for x0, y0, x1, y1 in (b for b in self._solved if b is not None):
                     ys, xs = slice(y0 - maps.y0, y1 - maps.y0), slice(x0 - maps.x0, x1 - maps.x0)
                     mx[ys, xs], my[ys, xs] = p.head_gx[ys, xs], p.head_gy[ys, xs]
             self._rest_maps = True
@@ -326,14 +383,14 @@ class Renderer:
         moved[:, 1] += math.radians(state.pitch) * depth
         return rigid.forward(moved)
 
-    def _draw_mouth(self, pts: F64, rigid: Rigid, state: FaceState, weights: dict[str, float]) -> None:
-        """Mouth interior inside the parted lips: dark fill, tongue, upper teeth fixed to the skull."""
+    def _draw_mouth(self, pts: F64, box: Box, rigid: Rigid, state: FaceState, weights: dict[str, float]) -> None:
+        """Mouth interior inside the parted lips (within `box`): dark fill, tongue, upper teeth fixed to the skull."""
         n = len(UPPER_INNER)
         gap = pts[n:][::-1] - pts[:n]  # lower lip minus upper lip, point by point
         opening = math.sqrt(float((gap * gap).sum(1).max()))
         if opening < 0.3:
             return
-        x0, y0, x1, y1 = _box(pts, 2, self._w, self._band.shape[0])
+        x0, y0, x1, y1 = box
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
         h, w = y1 - y0, x1 - x0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import numpy.typing as npt
 
@@ -22,10 +24,11 @@ WEIGHT_STEP = 1e-3
 class AvatarSource:
     """What a session shows and plays: the outbound tracks pull frames; replies speak into `speaker`."""
 
-    # Idle motion moves the head by a few hundredths of a pixel per frame: a frame is redrawn only once
-    # the pose has moved a step from the one last drawn (a third of idle frames: a 0.3 px step ~10 times a
-    # second is not seen, and each frame not drawn is neither rendered nor encoded), and at once when the
-    # mouth, eyes, brows or backdrop change. Speech therefore keeps the full frame rate.
+    # Idle motion moves the head by a few hundredths of a pixel per frame: the head is drawn where it was
+    # until the pose has moved a step from the one last drawn (a 0.3 px step ~10 times a second is not
+    # seen). A frame in which nothing else changed is the last one again (two idle frames in three: neither
+    # rendered nor encoded); the mouth, eyes, brows and backdrop are drawn at once, so speech keeps the
+    # full frame rate, and a mouth over a held head is all the renderer draws again (render/renderer.py).
 
     def __init__(self, renderer: FrameRenderer, motion: Motion, lead: float = 0.03) -> None:
         self.renderer = renderer
@@ -53,14 +56,12 @@ class AvatarSource:
         if self._video is not None:
             self._advance_video(t)
         state = self.motion.apply(FaceState(mouth=self.speaker.mouth_at(t)), t)
-        if (
-            self.renderer.still_when_unchanged
-            and self._frame is not None
-            and self._drawn is not None
-            and _close(state, self._drawn)
-        ):
-            self._repeated = True
-            return self._frame
+        drawn = self._drawn
+        if self.renderer.still_when_unchanged and self._frame is not None and drawn is not None and _near(state, drawn):
+            state = replace(state, yaw=drawn.yaw, pitch=drawn.pitch, roll=drawn.roll, dx=drawn.dx, dy=drawn.dy)
+            if _same(state, drawn):
+                self._repeated = True
+                return self._frame
         self._repeated = False
         self._drawn = state
         self._frame = self.renderer.render(state)
@@ -91,15 +92,21 @@ class AvatarSource:
             self.renderer.set_background(self._video.still(index))
 
 
-def _close(a: FaceState, b: FaceState) -> bool:
-    """Whether two states draw the same picture to the eye (see ANGLE_STEP, SHIFT_STEP, WEIGHT_STEP)."""
+def _near(a: FaceState, b: FaceState) -> bool:
+    """Whether two head poses look the same (see ANGLE_STEP and SHIFT_STEP)."""
     return (
         abs(a.yaw - b.yaw) < ANGLE_STEP
         and abs(a.pitch - b.pitch) < ANGLE_STEP
         and abs(a.roll - b.roll) < ANGLE_STEP
         and abs(a.dx - b.dx) < SHIFT_STEP
         and abs(a.dy - b.dy) < SHIFT_STEP
-        and abs(a.blink - b.blink) < WEIGHT_STEP
+    )
+
+
+def _same(a: FaceState, b: FaceState) -> bool:
+    """Whether two states' face and mouth look the same (see WEIGHT_STEP)."""
+    return (
+        abs(a.blink - b.blink) < WEIGHT_STEP
         and abs(a.brows - b.brows) < WEIGHT_STEP
         and abs(a.smile - b.smile) < WEIGHT_STEP
         and float(np.max(np.abs(np.asarray(a.mouth) - np.asarray(b.mouth)))) < WEIGHT_STEP
