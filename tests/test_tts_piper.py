@@ -16,7 +16,9 @@ import pytest
 from conftest import same_words
 from liveavatar.errors import ParamError
 from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice
-from liveavatar.speech.piper import PiperEngine, PiperModel, StoppableSession, merge_alignments
+from liveavatar.media import AUDIO_RATE
+from liveavatar.speech.piper import VOLUME, PiperEngine, PiperModel, StoppableSession, merge_alignments
+from liveavatar.speech.resample import resample
 from liveavatar.speech.sentences import SentenceTTS
 from liveavatar.speech.voices import PIPER_JOE
 
@@ -67,6 +69,15 @@ async def test_synthesizes_a_sentence_with_timings_covering_the_audio(tts: Sente
     _check_timings(chunk)
     assert {"k", "f", "d"} <= set(_spoken(chunk))
     assert any("ː" in p for p in _spoken(chunk)) or any(len(p) == 1 for p in _spoken(chunk))
+
+
+async def test_speech_leaves_headroom_so_that_48_khz_does_not_clip(tts: SentenceTTS) -> None:
+    text = "Wow! That is absolutely fantastic news. Watch out! The floor is wet near the entrance."
+    for chunk in await _collect(tts, text):
+        peak = int(np.abs(chunk.audio.astype(np.int32)).max())
+        assert 0.6 * 32767 < peak <= VOLUME * 32767 + 1  # Piper scales each sentence to this peak
+        played = resample(chunk.audio, chunk.sample_rate, AUDIO_RATE)
+        assert not np.any((played == 32767) | (played == -32768)), "intersample peaks clipped"
 
 
 async def test_faster_speed_gives_shorter_audio(tts: SentenceTTS) -> None:

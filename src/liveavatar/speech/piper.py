@@ -44,6 +44,9 @@ class PiperModel(Protocol):
 
 LEADING_SILENCE_MS = 5
 """Silence kept before a sentence's first sound."""
+VOLUME = 0.7
+"""Peak of each sentence (Piper scales every one to full scale, 1.0): resampled to 48 kHz, full-scale speech
+overshoots between its samples and clipped 1-3 samples a sentence; 3 dB below leaves room for that and Opus."""
 PIPER_THREADS = min(2, os.cpu_count() or 1)
 """onnxruntime threads per Piper session by default (the synthesis thread and one pool thread; lean_session)."""
 
@@ -231,7 +234,7 @@ class PiperEngine:
     def _speak(self, model: PiperModel, text: str, speed: float) -> SpeechChunk | None:
         from piper.config import SynthesisConfig
 
-        config = SynthesisConfig(length_scale=float(model.config.length_scale) / speed)
+        config = SynthesisConfig(length_scale=float(model.config.length_scale) / speed, volume=VOLUME)
         audio_parts: list[npt.NDArray[np.int16]] = []
         segments: list[tuple[str, int]] | None = []
         # Piper may split our sentence further (it cuts at "Dr." too): join its pieces.
