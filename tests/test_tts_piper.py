@@ -15,8 +15,8 @@ import pytest
 
 from conftest import same_words
 from liveavatar.errors import ParamError
-from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice
 from liveavatar.media import AUDIO_RATE
+from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice
 from liveavatar.speech.piper import VOLUME, PiperEngine, PiperModel, StoppableSession, merge_alignments
 from liveavatar.speech.resample import resample
 from liveavatar.speech.sentences import SentenceTTS
