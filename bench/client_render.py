@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from common import (
@@ -43,7 +43,7 @@ from common import (
     run_bench,
 )
 from liveavatar.media import AUDIO_PTIME, AUDIO_RATE
-from speaking import Level, level_from, sessions_held
+from speaking import Level, level_from, sessions_held, turn_stages
 
 CLIENT_RENDER_SCRIPT = BENCH_DIR / "client_render_client.py"
 CLEAN_LATE_MS = 60.0
@@ -182,6 +182,11 @@ def keeps_up(level: Level) -> bool:
     return level.holds and min(level.audio_fps) >= 48.0
 
 
+def synthesis_gaps(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> int:
+    """Breaks in replies the server timed between two /metrics readings (its speech_gap turn stage)."""
+    return int(after.get("speech_gap", (0.0, 0.0))[1] - before.get("speech_gap", (0.0, 0.0))[1])
+
+
 def marginal_cpu(levels: list[Level]) -> float | None:
     """Server CPU (% of a core) each added session costs: the slope from the first level to the last that keeps up."""
     kept = [level for level in levels if keeps_up(level)]
@@ -227,11 +232,14 @@ async def measure_mode(render: str, sessions_max: int, options: Options, log_dir
             pids = server_pids(server)
             start = CpuSnapshot.take(server.pid, pool.pids)
             server_start = sum(cpu_seconds(pid) for pid in pids)
+            stages = await turn_stages(server)
             windows = await pool.measure(options.duration)
             end = CpuSnapshot.take(server.pid, pool.pids)
             server_cpu = 100.0 * (sum(cpu_seconds(pid) for pid in pids) - server_start) / (end.at - start.at)
+            gaps = synthesis_gaps(stages, await turn_stages(server))
             use = CpuUse.between(start, end)
             level = level_from(sessions, options.duration, windows, CpuUse(server_cpu, use.clients, use.machine), cores)
+            level = replace(level, synthesis_gaps=gaps)
             levels.append(level)
             leads = [ms for window in windows for ms in window.get("ahead_ms", [])]
             ahead.append(
@@ -264,7 +272,8 @@ def format_level(level: Level, ahead: Reply) -> str:
     lead = f", frames ahead min {ahead['min']:.0f} ms" if ahead["min"] is not None else ""
     return (
         f"{level.sessions:>2} talking: worst {level.worst_fps:5.2f} frames/s, audio/s {min(level.audio_fps):5.1f}, "
-        f"max gap {level.audio_gap_max_ms:4.0f} ms, longest silence {level.longest_silence_ms:4.0f} ms, "
+        f"max gap {level.audio_gap_max_ms:4.0f} ms, longest silence {level.longest_silence_ms:4.0f} ms "
+        f"({level.synthesis_gaps} synthesis breaks), "
         f"server {level.cpu.server:5.1f}% ({level.cpu.server / level.sessions:4.1f}%/session), "
         f"clients {level.cpu.clients:5.1f}%, load {level.load_average[0]:.1f}{lead} "
         f"-> {'clean' if clean(level) else 'keeps up' if keeps_up(level) else 'FAILS'}"

@@ -293,6 +293,8 @@ class Level:
     cpu: CpuUse
     others_cores: float
     load_average: tuple[float, float, float]
+    synthesis_gaps: int = 0
+    """Breaks the server saw in replies (speech_gap: the next sentence synthesised after the last had played)."""
 
     @property
     def worst_fps(self) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from liveavatar.errors import Code, RateLimited
-from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, ScriptedClock
+from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, ScriptedClock, untimed
 from liveavatar.protocol import AUDIO_END, AUDIO_START, ChatStream, Message
 from liveavatar.session.conversation import MAX_QUEUED_REPLIES, Conversation, retell
 from liveavatar.session.playback import FADE_SAMPLES, Playback
@@ -85,8 +85,13 @@ def _done(what: asyncio.Task[None] | Turn) -> bool:
     return what.done()
 
 
-def make_turn(text: TextSource, tts: Any = None) -> tuple[Turn, Track, Wire]:
-    clock = ScriptedClock()
+def make_turn(
+    text: TextSource,
+    tts: Any = None,
+    clock: ScriptedClock | None = None,
+    timings: list[tuple[str, float]] | None = None,
+) -> tuple[Turn, Track, Wire]:
+    clock = clock or ScriptedClock()
     speaker = Speaker()
     wire = Wire(clock)
     turn = Turn(
@@ -98,8 +103,27 @@ def make_turn(text: TextSource, tts: Any = None) -> tuple[Turn, Track, Wire]:
         chat=ChatStream("reply-mid", "bot"),
         send_chat=wire.chat,
         send_event=wire.event,
+        timing=(lambda stage, seconds: timings.append((stage, seconds))) if timings is not None else untimed,
     )
     return turn, Track(clock, speaker), wire
+
+
+async def test_a_sentence_ready_after_the_last_one_played_is_timed_as_a_speech_gap() -> None:
+    clock = ScriptedClock()
+    timings: list[tuple[str, float]] = []
+    sentence = FakeTTS().chunk_for("One two three.").duration
+    # each sentence takes longer to synthesise than the one before it plays: the playback runs dry twice
+    slow = FakeTTS(delay_s=sentence + 0.5, sleep=lambda s: clock.wait_until(clock.now() + s))
+    turn, track, _ = make_turn(retell(STORY), slow, clock, timings)
+    turn.start()
+    await track.play_until(turn)
+    gaps = [seconds for stage, seconds in timings if stage == "speech_gap"]
+    assert len(gaps) == 2 and all(0.4 < gap < 0.6 for gap in gaps), gaps
+    timings.clear()
+    turn, track, _ = make_turn(retell(STORY), FakeTTS(), clock, timings)
+    turn.start()
+    await track.play_until(turn)
+    assert "speech_gap" not in {stage for stage, _ in timings} and "playback_lead" in {s for s, _ in timings}
 
 
 async def test_a_retold_reply_plays_whole_with_text_as_each_sentence_starts() -> None:

@@ -60,10 +60,12 @@ class Metrics:
             "liveavatar_turn_stage_seconds",
             "Turn stages timed in the session hosts: reply_to_first_sound (chat or transcript -> audio_start), "
             "reply_to_tts (reply -> its text asked of the TTS), tts_first_chunk, playback_lead (first chunk ready "
-            "-> its first sample played); dialogue: retrieval, prompt_build, llm_first_token, first_clause (first "
-            "token -> first complete clause); listening: voice_end_to_turn_end (the VAD's voice end -> end of turn, "
-            "audio time), turn_end_lag (the listener behind the audio), speech_end_to_transcript (end of turn -> "
-            "transcript), stt_pass (one speech-to-text run, partial or final, queueing included).",
+            "-> its first sample played), speech_gap (a reply's next piece ready only after the last one had "
+            "played: the silence it left; none while synthesis keeps ahead); dialogue: retrieval, prompt_build, "
+            "llm_first_token, first_clause (first token -> first complete clause); listening: voice_end_to_turn_end "
+            "(the VAD's voice end -> end of turn, audio time), turn_end_lag (the listener behind the audio), "
+            "speech_end_to_transcript (end of turn -> transcript), stt_pass (one speech-to-text run, partial or "
+            "final, queueing included).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 LOOKAHEAD = 2.5
 """Seconds of speech synthesised ahead of playback: enough to never run dry, little enough to share the TTS."""
+SPEECH_GAP_MIN = 1e-3
+"""Seconds between a piece's end and the next one's start timed as a break (less is float rounding)."""
 QUEUED_PIECES = 32
 """Synthesised pieces waiting to start playing (LOOKAHEAD keeps it to a few; the bound is a backstop)."""
 
@@ -191,6 +193,8 @@ class Turn:
                 start, end = self.speaker.speak(chunk, samples)
                 if first:  # 0 when the audio track runs late (the frame is due already): histograms take no negatives
                     self.timing("playback_lead", max(0.0, start - self.clock.now()))
+                elif start - self.pieces[-1].end > SPEECH_GAP_MIN:  # the playback ran dry: a break in the reply
+                    self.timing("speech_gap", start - self.pieces[-1].end)
                 piece = Spoken(chunk.text.strip(), start, end, chunk.phonemes, sentence.shown)
                 self.pieces.append(piece)
                 await queue.put(piece)
