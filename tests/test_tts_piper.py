@@ -16,6 +16,7 @@ import pytest
 from conftest import same_words
 from liveavatar.errors import ParamError
 from liveavatar.media import AUDIO_RATE
+from liveavatar.speech import piper
 from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice
 from liveavatar.speech.piper import VOLUME, PiperEngine, PiperModel, StoppableSession, merge_alignments
 from liveavatar.speech.resample import resample
@@ -78,6 +79,16 @@ async def test_speech_leaves_headroom_so_that_48_khz_does_not_clip(tts: Sentence
         assert 0.6 * 32767 < peak <= VOLUME * 32767 + 1  # Piper scales each sentence to this peak
         played = resample(chunk.audio, chunk.sample_rate, AUDIO_RATE)
         assert not np.any((played == 32767) | (played == -32768)), "intersample peaks clipped"
+
+
+async def test_a_sentence_ends_with_at_most_the_trailing_silence_kept(
+    tts: SentenceTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(piper, "TRAILING_SILENCE_MS", 20)  # below any pause Piper ends a sentence with
+    for chunk in await _collect(tts, "Good evening. Is this the right way to the station? Yes!"):
+        assert chunk.phonemes[-1].phoneme == SILENCE
+        assert chunk.phonemes[-1].duration == pytest.approx(0.020, abs=1 / chunk.sample_rate)
+        _check_timings(chunk)  # the audio was cut with its timings
 
 
 async def test_faster_speed_gives_shorter_audio(tts: SentenceTTS) -> None:

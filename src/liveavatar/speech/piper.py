@@ -44,6 +44,10 @@ class PiperModel(Protocol):
 
 LEADING_SILENCE_MS = 5
 """Silence kept before a sentence's first sound."""
+TRAILING_SILENCE_MS = 300
+"""Silence kept after a sentence's last sound at most. Piper's duration noise ends most sentences with 50-170 ms
+of it but now and then holds a full stop for 0.3-0.6 s, which with the next sentence's onset is heard as a
+break of ~0.8 s in the reply."""
 VOLUME = 0.7
 """Peak of each sentence (Piper scales every one to full scale, 1.0): resampled to 48 kHz, full-scale speech
 overshoots between its samples and clipped 1-3 samples a sentence; 3 dB below leaves room for that and Opus."""
@@ -260,6 +264,10 @@ class PiperEngine:
             # Piper starts every sentence with ~50 ms of silence: the first sound comes sooner without it.
             audio = audio[merged[0][1] - keep :]
             merged[0] = (SILENCE, keep)
+        keep = rate * TRAILING_SILENCE_MS // 1000
+        if len(merged) > 1 and merged[-1][0] == SILENCE and merged[-1][1] > keep:
+            audio = audio[: len(audio) - (merged[-1][1] - keep)]
+            merged[-1] = (SILENCE, keep)
         return SpeechChunk(text, audio, rate, timings_from_segments(merged, rate))
 
 
