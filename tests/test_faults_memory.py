@@ -12,6 +12,7 @@ glibc's per-thread arenas fragmented; liveavatar/memory.py has the measurements 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy.typing as npt
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from liveavatar import memory
 from liveavatar.media import AUDIO_SAMPLES, MediaClock
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.session.host import SessionSpec
@@ -99,3 +101,31 @@ async def test_a_closed_session_is_freed_when_it_closes_not_at_a_later_full_coll
         gc.enable()
         await client.close()
         await host.aclose()
+
+
+async def test_heap_trims_wait_until_no_session_speaks(monkeypatch: pytest.MonkeyPatch, kit: SessionKit) -> None:
+    """malloc_trim holds the malloc arenas' locks while it walks them (10-77 ms in a worker with 4 talking
+    sessions): the media thread's allocations waited that long and audio frames went out late."""
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(1))
+    host = LocalHost("h", kit, HostLimits(join_timeout=60.0, rejoin_grace=20.0))
+    try:
+        await host.open(SessionSpec("s1", owner_id=1, avatar_id="astronaut", mode_type=1, duration=60.0))
+        trimmer = asyncio.create_task(memory.trim_periodically(every=0.01))
+        await asyncio.sleep(0.1)
+        assert trims and not host.speaking()  # quiet: the heap is trimmed
+        speaker = host._live["s1"].source.speaker
+        speaker.playback.schedule(np.ones(AUDIO_SAMPLES * 50, np.int16))  # a second of speech queued
+        assert host.speaking()
+        trims.clear()
+        await asyncio.sleep(0.1)
+        memory.release_memory()  # a session closing while another speaks collects, but does not trim
+        assert not trims
+        while speaker.playback.busy:  # the speech plays out
+            speaker.playback.read()
+        await asyncio.sleep(0.1)
+        assert trims
+        trimmer.cancel()
+    finally:
+        await host.aclose()
+    assert memory.quiet()  # a closed host holds no trim back

@@ -16,7 +16,7 @@ from typing import Any
 
 from liveavatar.avatars.voice import matching_voice_id
 from liveavatar.errors import NotFound, SessionClosed
-from liveavatar.memory import release_memory
+from liveavatar.memory import hold_trims_while, release_memory
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.render.loop import renderer_for
 from liveavatar.render.motion import Motion
@@ -89,6 +89,11 @@ class LocalHost:
         self._closers: set[asyncio.Task[None]] = set()
         self._events: asyncio.Queue[HostEvent | None] = asyncio.Queue()
         self._closing = False
+        self._release_trims = hold_trims_while(self.speaking)
+
+    def speaking(self) -> bool:
+        """Whether any of this host's sessions has speech queued or playing."""
+        return any(session.source.speaker.playback.busy for session in self._live.values())
 
     async def open(self, spec: SessionSpec) -> None:
         """Start holding a created session."""
@@ -220,4 +225,5 @@ class LocalHost:
         await asyncio.gather(*(self._end(sid, Status.FAILED, SHUTDOWN_REASON) for sid in list(self._live)))
         if self._closers:
             await asyncio.gather(*self._closers, return_exceptions=True)
+        self._release_trims()
         self._events.put_nowait(None)
