@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import cv2
 
@@ -19,9 +18,6 @@ from liveavatar.transport.ice import advertise_hosts
 
 log = logging.getLogger(__name__)
 
-GIL_SWITCH_INTERVAL = 0.001
-"""Seconds a thread holds the GIL while another waits for it, in a process that holds sessions."""
-
 
 def host_limits(settings: Settings) -> HostLimits:
     """How long a host waits for its sessions' clients."""
@@ -36,9 +32,6 @@ def build_kit(
     # OpenCV splits each call over a pool of a thread per core whose idle threads spin (sched_yield): in a
     # host with one core (a worker per core) that was ~4% of a core per worker in system time, for nothing
     cv2.setNumThreads(settings.host_cores)
-    # The event loop sends the media; the encoder and synthesis threads hand it the GIL back sooner than
-    # Python's 5 ms: at 8 talking sessions on 2 cores, audio frames > 60 ms late 185 -> 61 in 20 s
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     return SessionKit(
         avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size),
         voices=voices
