@@ -116,9 +116,10 @@ async def trim_periodically(every: float = TRIM_EVERY) -> None:
             await asyncio.to_thread(trim)
 
 
-def release_memory() -> None:
+def release_memory(trim_heap: bool = True) -> None:
     """Free what ended sessions left in reference cycles now, and hand free heap pages back to the system
-    unless a session speaks (the periodic trim does it once all are quiet)."""
+    when `trim_heap` (pass `quiet()`, asked on the event loop: while a session speaks the periodic trim does it
+    once all are quiet)."""
     gc.collect()
-    if quiet():
+    if trim_heap:
         trim()

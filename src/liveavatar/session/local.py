@@ -16,7 +16,7 @@ from typing import Any
 
 from liveavatar.avatars.voice import matching_voice_id
 from liveavatar.errors import NotFound, SessionClosed
-from liveavatar.memory import hold_trims_while, release_memory
+from liveavatar.memory import hold_trims_while, quiet, release_memory
 from liveavatar.render.avatars import AvatarRegistry
 from liveavatar.render.loop import renderer_for
 from liveavatar.render.motion import Motion
@@ -93,7 +93,7 @@ class LocalHost:
 
     def speaking(self) -> bool:
         """Whether any of this host's sessions has speech queued or playing."""
-        return any(session.source.speaker.playback.busy for session in self._live.values())
+        return any(session.source.speaker.playback.busy for session in list(self._live.values()))
 
     async def open(self, spec: SessionSpec) -> None:
         """Start holding a created session."""
@@ -217,7 +217,7 @@ class LocalHost:
         # The session's peer and renderer are reference cycles: free them now, not at some distant full
         # collection, and give the pages back (liveavatar.memory has the measurements).
         del session
-        await asyncio.to_thread(release_memory)
+        await asyncio.to_thread(release_memory, quiet())
 
     async def aclose(self) -> None:
         """Shutdown: end every live session, each reported as failed, then end the event stream."""
