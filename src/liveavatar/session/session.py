@@ -129,6 +129,7 @@ class Session:
         task = asyncio.create_task(self._guard(work, name), name=f"{name}-{self.session_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: work.close())  # cancelled before it ran (a session closed at once)
         return task
 
     async def _guard(self, work: Coroutine[Any, Any, None], name: str) -> None:
