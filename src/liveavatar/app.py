@@ -33,7 +33,7 @@ from liveavatar.services import Services
 from liveavatar.session.dialogue import Brain, IndexRetriever
 from liveavatar.session.director import Director, HostStarter
 from liveavatar.session.host import SessionHost
-from liveavatar.speech.voices import VoiceRegistry, discover_voices, tts_factories
+from liveavatar.speech.voices import VoiceRegistry, voice_registry
 from liveavatar.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
     avatars = AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size)
-    voices = VoiceRegistry(
-        discover_voices(), tts_factories(piper_int8=settings.piper_int8, piper_threads=settings.resolved_piper_threads)
-    )
+    voices = voice_registry(settings)
     ingestor = Ingestor(
         settings.data_dir / "knowledge",
         allow_private_urls=settings.allow_private_urls,

@@ -13,7 +13,7 @@ from liveavatar.session.listening import Ears
 from liveavatar.session.local import HostLimits, SessionKit
 from liveavatar.speech.stt import WhisperSTT
 from liveavatar.speech.vad import SileroVAD
-from liveavatar.speech.voices import VoiceRegistry, discover_voices, tts_factories
+from liveavatar.speech.voices import VoiceRegistry, voice_registry
 from liveavatar.transport.ice import advertise_hosts
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ def build_kit(
     cv2.setNumThreads(settings.host_cores)
     return SessionKit(
         avatars=avatars or AvatarRegistry(settings.data_dir / "avatars", settings.pack_dir, settings.video_size),
-        voices=voices
-        or VoiceRegistry(
-            discover_voices(),
-            tts_factories(piper_int8=settings.piper_int8, piper_threads=settings.resolved_piper_threads),
-        ),
+        voices=voices or voice_registry(settings),
         ice_servers=settings.ice_servers,
         allow_private_urls=settings.allow_private_urls,
         ears=Ears(vad=SileroVAD(), stt=WhisperSTT(cache_dir=settings.data_dir / "models")),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +14,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from liveavatar.config import usable_cores
 from liveavatar.errors import ProcessingError
 from liveavatar.loading import load_once
 from liveavatar.speech.base import SILENCE, WORD_GAP, Abandon, SpeechChunk, Voice, merge_silences, timings_from_segments
@@ -51,7 +51,7 @@ break of ~0.8 s in the reply."""
 VOLUME = 0.7
 """Peak of each sentence (Piper scales every one to full scale, 1.0): resampled to 48 kHz, full-scale speech
 overshoots between its samples and clipped 1-3 samples a sentence; 3 dB below leaves room for that and Opus."""
-PIPER_THREADS = min(2, os.cpu_count() or 1)
+PIPER_THREADS = min(2, usable_cores())
 """onnxruntime threads per Piper session by default (the synthesis thread and one pool thread; lean_session)."""
 
 

@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from liveavatar.errors import LiveAvatarError, NotFound, ParamError
 from liveavatar.speech.base import TTS, Voice
@@ -16,6 +16,9 @@ from liveavatar.speech.espeak import EspeakEngine, EspeakVoiceInfo, espeak_libra
 from liveavatar.speech.piper import PIPER_THREADS, PiperEngine
 from liveavatar.speech.piper_int8 import default_int8_dir
 from liveavatar.speech.sentences import SentenceTTS
+
+if TYPE_CHECKING:
+    from liveavatar.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +242,11 @@ class VoiceRegistry:
 def default_registry() -> VoiceRegistry:
     """The process's registry of installed voices (discovered once)."""
     return VoiceRegistry(discover_voices())
+
+
+def voice_registry(settings: Settings) -> VoiceRegistry:
+    """The installed voices, with the engines the settings ask for (Piper's int8 copy, its threads)."""
+    return VoiceRegistry(
+        discover_voices(),
+        tts_factories(piper_int8=settings.piper_int8, piper_threads=settings.resolved_piper_threads),
+    )
