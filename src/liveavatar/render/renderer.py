@@ -233,9 +233,7 @@ class Renderer:
         x0, y0, x1, y1 = p.mouth_box
         mx, my = maps.at(x0, y0, x1, y1)
         self._rigid_mouth = (mx.copy(), my.copy())
-        lips = self._lips(state, weights, rigid)
-        sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
-        mouth = p.mouth.solve(weights, maps, rigid, self._acc[id(p.mouth)], sharp)
+        lips, mouth = self._solve_mouth(state, weights, rigid)
         self._solved = (mouth, p.brows.solve(weights, maps, rigid, self._acc[id(p.brows)]))
         for box in p.head_tiles:
             self._warp(box, *maps.at(*box))
@@ -246,9 +244,7 @@ class Renderer:
             self._maps_body(body_dy)
             for x0, y0, x1, y1 in p.body_tiles:
                 self._warp((x0, y0, x1, y1), p.gx[y0:y1, x0:x1], self._body_mapy[y0:y1, x0:x1])
-        painted = _box(lips, 2, self._w, self._band.shape[0])
-        self._draw_mouth(lips, painted, rigid, state, weights)
-        self._mouth_reach = [b for b in (mouth, painted) if b is not None]
+        self._draw_mouth(lips, mouth, rigid, state, weights)
 
     def _redraw_mouth(self, state: FaceState, weights: dict[str, float], rigid: Rigid) -> None:
         """The frame in the buffer with another mouth: solve the mouth fields again, warp where either reached."""
@@ -261,20 +257,27 @@ class Renderer:
             mx, my = maps.at(bx0, by0, bx1, by1)
             ys, xs = slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0)
             mx[:], my[:] = rx[ys, xs], ry[ys, xs]
-        lips = self._lips(state, weights, rigid)
-        sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
-        mouth = p.mouth.solve(weights, maps, rigid, self._acc[id(p.mouth)], sharp)
+        lips, mouth = self._solve_mouth(state, weights, rigid)
         self._solved = (mouth, None)
-        painted = _box(lips, 2, self._w, self._band.shape[0])
-        reach = self._mouth_reach + [b for b in (mouth, painted) if b is not None]
+        reach = self._mouth_reach + [b for b in (mouth, self._interior(lips)) if b is not None]
         dx0, dy0 = min(b[0] for b in reach), min(b[1] for b in reach)
         dx1, dy1 = max(b[2] for b in reach), max(b[3] for b in reach)
         for tx0, ty0, tx1, ty1 in p.head_tiles:
             box = (max(tx0, dx0), max(ty0, dy0), min(tx1, dx1), min(ty1, dy1))
             if box[2] > box[0] and box[3] > box[1]:
                 self._warp(box, *maps.at(*box))
-        self._draw_mouth(lips, painted, rigid, state, weights)
-        self._mouth_reach = [b for b in (mouth, painted) if b is not None]
+        self._draw_mouth(lips, mouth, rigid, state, weights)
+
+    def _solve_mouth(self, state: FaceState, weights: dict[str, float], rigid: Rigid) -> tuple[F64, Box | None]:
+        """The parted lips' outline now, and the mouth fields solved into the head's maps (None: none active)."""
+        p = self._p
+        lips = self._lips(state, weights, rigid)
+        sharp = _box(lips, 2 * COARSE, self._w, self._band.shape[0])
+        return lips, p.mouth.solve(weights, self._maps_head, rigid, self._acc[id(p.mouth)], sharp)
+
+    def _interior(self, lips: F64) -> Box:
+        """The box the mouth's interior is drawn in."""
+        return _box(lips, 2, self._w, self._band.shape[0])
 
     def _warp(self, box: Box, mx: F32, my: F32) -> None:
         """Draw one box of the band from the source through the maps (over the backdrop when it is an image)."""
@@ -383,8 +386,13 @@ class Renderer:
         moved[:, 1] += math.radians(state.pitch) * depth
         return rigid.forward(moved)
 
-    def _draw_mouth(self, pts: F64, box: Box, rigid: Rigid, state: FaceState, weights: dict[str, float]) -> None:
-        """Mouth interior inside the parted lips (within `box`): dark fill, tongue, upper teeth fixed to the skull."""
+    def _draw_mouth(
+        self, pts: F64, solved: Box | None, rigid: Rigid, state: FaceState, weights: dict[str, float]
+    ) -> None:
+        """Mouth interior inside the parted lips: dark fill, tongue, upper teeth fixed to the skull; notes where
+        this frame's mouth reached (the box its fields were `solved` in, and the interior's)."""
+        box = self._interior(pts)
+        self._mouth_reach = [b for b in (solved, box) if b is not None]
         n = len(UPPER_INNER)
         gap = pts[n:][::-1] - pts[:n]  # lower lip minus upper lip, point by point
         opening = math.sqrt(float((gap * gap).sum(1).max()))
