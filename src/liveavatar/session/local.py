@@ -93,7 +93,7 @@ class LocalHost:
 
     def speaking(self) -> bool:
         """Whether any of this host's sessions has speech queued or playing."""
-        return any(session.source.speaker.playback.busy for session in list(self._live.values()))
+        return any(session.source.speaker.playback.busy for session in self._live.values())
 
     async def open(self, spec: SessionSpec) -> None:
         """Start holding a created session."""
