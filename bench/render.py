@@ -25,6 +25,7 @@ import io  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
@@ -43,7 +44,7 @@ from liveavatar.render.motion import Motion  # noqa: E402
 from liveavatar.render.pack import AvatarPack  # noqa: E402
 from liveavatar.render.renderer import Renderer  # noqa: E402
 from liveavatar.session.avatar import AvatarSource  # noqa: E402
-from liveavatar.transport.tracks import AvatarVideoTrack  # noqa: E402
+from liveavatar.transport.tracks import AvatarVideoTrack, Drawing  # noqa: E402
 from liveavatar.transport.vp8 import TalkingHeadVp8Encoder  # noqa: E402
 
 FPS = 25
@@ -116,24 +117,28 @@ def sample_images(pack: AvatarPack, out: Path) -> list[Path]:
 
 
 class _TimedSource:
-    """The session's media source, with the time spent in video_frame() (state + render) recorded."""
+    """The session's media source, with the time spent deciding and drawing each new picture recorded."""
 
     def __init__(self, source: AvatarSource) -> None:
         self.source = source
         self.seconds = 0.0
+        self.repeated = False
 
     @property
     def video_size(self) -> tuple[int, int]:
         return self.source.video_size
 
-    @property
-    def video_repeated(self) -> bool:
-        return self.source.video_repeated
-
-    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
+    def video_picture(self, t: float, can_repeat: bool) -> Drawing | None:
         c0 = time.process_time()
-        frame = self.source.video_frame(t)
+        draw = self.source.video_picture(t, can_repeat)
         self.seconds = time.process_time() - c0
+        self.repeated = draw is None
+        return None if draw is None else partial(self._timed, draw)
+
+    def _timed(self, draw: Drawing) -> npt.NDArray[np.uint8]:
+        c0 = time.process_time()
+        frame = draw()
+        self.seconds += time.process_time() - c0
         return frame
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
@@ -171,7 +176,7 @@ def pipeline(pack: AvatarPack, frames: int, talking: bool) -> dict[str, float]:
                 sent += len(payload)
                 seq += 1
             c3 = time.process_time()
-            repeats += source.video_repeated
+            repeats += timed.repeated
             stages["render"].append(timed.seconds)
             stages["convert"].append(c1 - c0 - timed.seconds)
             stages["encode"].append(c2 - c1)

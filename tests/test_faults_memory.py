@@ -29,6 +29,7 @@ from liveavatar.session.host import SessionSpec
 from liveavatar.session.local import HostLimits, LocalHost, SessionKit
 from liveavatar.speech.voices import VoiceRegistry, discover_voices
 from liveavatar.transport.peer import Peer
+from liveavatar.transport.tracks import Drawing
 
 
 class StillSource:
@@ -38,8 +39,8 @@ class StillSource:
     def video_size(self) -> tuple[int, int]:
         return (64, 64)
 
-    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
-        return np.full((64, 64, 3), 128, np.uint8)
+    def video_picture(self, t: float, can_repeat: bool) -> Drawing:
+        return lambda: np.full((64, 64, 3), 128, np.uint8)
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
         return np.zeros(AUDIO_SAMPLES, np.int16)

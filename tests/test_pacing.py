@@ -13,7 +13,7 @@ import pytest
 from liveavatar.media import AUDIO_PTIME, AUDIO_RATE, AUDIO_SAMPLES, VIDEO_FPS, VIDEO_TICKS, ScriptedClock
 from liveavatar.session.playback import Playback
 from liveavatar.session.speaker import Speaker
-from liveavatar.transport.tracks import AUDIO_MAX_LAG, AvatarAudioTrack, AvatarVideoTrack, Pacer
+from liveavatar.transport.tracks import AUDIO_MAX_LAG, AvatarAudioTrack, AvatarVideoTrack, Drawing, Pacer
 
 
 async def test_a_pacer_slightly_late_sends_every_frame() -> None:
@@ -81,9 +81,9 @@ async def test_a_starved_video_track_shows_the_frame_due_now() -> None:
         def __init__(self) -> None:
             self.times: list[float] = []
 
-        def video_frame(self, t: float) -> np.ndarray:
+        def video_picture(self, t: float, can_repeat: bool) -> Drawing:
             self.times.append(t)
-            return np.zeros((64, 64, 3), dtype=np.uint8)
+            return lambda: np.zeros((64, 64, 3), dtype=np.uint8)
 
         def audio_frame(self, t: float) -> np.ndarray:
             return np.zeros(AUDIO_SAMPLES, dtype=np.int16)

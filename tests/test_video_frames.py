@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+import threading
 
 import av
 import cv2
@@ -13,7 +14,7 @@ from aiortc import RTCPeerConnection
 from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 
-from liveavatar.media import AUDIO_RATE, VIDEO_FPS, VIDEO_TICKS, UnpacedClock
+from liveavatar.media import AUDIO_RATE, VIDEO_FPS, VIDEO_TICKS, ScriptedClock, UnpacedClock
 from liveavatar.render.avatars import builtin_portraits
 from liveavatar.render.background import Background
 from liveavatar.render.builder import build_pack
@@ -23,7 +24,7 @@ from liveavatar.render.pack import AvatarPack
 from liveavatar.render.renderer import Renderer
 from liveavatar.session.avatar import AvatarSource
 from liveavatar.speech.base import SpeechChunk
-from liveavatar.transport.tracks import AvatarVideoTrack
+from liveavatar.transport.tracks import AvatarVideoTrack, Drawing
 from liveavatar.transport.vp8 import MAX_BITRATE, MIN_BITRATE, TalkingHeadVp8Encoder, use_encoder
 from liveavatar.transport.vp8_repeat import BoolDecoder, BoolEncoder, repeat_frame, segmentation_enabled
 
@@ -38,10 +39,10 @@ def pack() -> AvatarPack:
 
 def frames(source: AvatarSource, start: int, count: int) -> list[tuple[Frame, bool]]:
     """Frames `start`.. at 25 fps, each copied, with whether the source said it repeats the one before."""
-    out = []
+    out: list[tuple[Frame, bool]] = []
     for i in range(start, start + count):
-        frame = source.video_frame(i / VIDEO_FPS).copy()
-        out.append((frame, source.video_repeated))
+        draw = source.video_picture(i / VIDEO_FPS)
+        out.append((draw().copy(), False) if draw is not None else (out[-1][0], True))
     return out
 
 
@@ -96,17 +97,47 @@ def test_a_new_background_is_drawn_at_once(pack: AvatarPack) -> None:
 
 async def test_the_track_reuses_a_repeated_frame_with_new_timestamps(pack: AvatarPack) -> None:
     source = AvatarSource(Renderer(pack), Motion(seed=1))
+    picture, drawn, threads = source.video_picture, [], set[int]()
+
+    def counted(t: float, can_repeat: bool) -> Drawing | None:
+        draw = picture(t, can_repeat)
+        drawn.append(draw is not None)
+        if draw is None:
+            return None
+
+        def traced() -> Frame:
+            threads.add(threading.get_ident())
+            return draw()
+
+        return traced
+
+    source.video_picture = counted  # type: ignore[method-assign]
     track = AvatarVideoTrack(source, UnpacedClock())
     sent = []
     for _ in range(50):
         frame = await track.recv()
         assert frame.pict_type != av.video.frame.PictureType.I  # a repeat never inherits a keyframe mark
-        sent.append((frame.pts, source.video_repeated, id(frame)))
+        sent.append((frame.pts, not drawn[-1], id(frame)))
         frame.pict_type = av.video.frame.PictureType.I  # as the sender marks a frame on a keyframe request
     assert [pts for pts, _, _ in sent] == [i * VIDEO_TICKS for i in range(50)]
     repeats = [(prev, cur) for prev, cur in zip(sent, sent[1:], strict=False) if cur[1]]
     assert repeats and all(prev[2] == cur[2] for prev, cur in repeats)  # converted once, sent again
+    assert threads and threading.get_ident() not in threads  # drawn off the event loop
     track.stop()
+
+
+async def test_a_new_track_on_the_source_starts_with_a_drawn_frame(pack: AvatarPack) -> None:
+    # a rejoin: the new peer's track has no frame to repeat, even while the picture has not changed
+    source = AvatarSource(Renderer(pack), Motion(seed=1))
+    clock = ScriptedClock()
+    first = AvatarVideoTrack(source, clock)
+    shown = await first.recv()
+    first.stop()
+    again = AvatarVideoTrack(source, clock)
+    frame = await again.recv()
+    assert frame is not shown
+    assert np.array_equal(frame.to_ndarray(), shown.to_ndarray())
+    again.stop()
 
 
 def decode(encoder: TalkingHeadVp8Encoder, decoder: Vp8Decoder, frame: av.VideoFrame, key: bool) -> tuple[Frame, bool]:
@@ -186,15 +217,16 @@ def test_repeated_frames_go_out_as_exact_copies(pack: AvatarPack) -> None:
     stream: list[tuple[bytes, bool]] = []
     frame, key_at = None, -1
     for i in range(75):
-        bgr = source.video_frame(i / VIDEO_FPS)
-        if frame is None or not source.video_repeated:
-            yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), np.uint8)
+        draw = source.video_picture(i / VIDEO_FPS)
+        if draw is not None:
+            yuv = np.asarray(cv2.cvtColor(draw(), cv2.COLOR_BGR2YUV_I420), np.uint8)
             frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        assert frame is not None
         frame.pts, frame.time_base = i * VIDEO_TICKS, fractions.Fraction(1, 90_000)
-        key = key_at < 0 and i >= 50 and source.video_repeated  # a keyframe request on a repeated picture
+        key = key_at < 0 and i >= 50 and draw is None  # a keyframe request on a repeated picture
         key_at = i if key else key_at
         payloads, _ = encoder.encode(frame, force_keyframe=key)
-        stream.append((b"".join(vp8_depayload(p) for p in payloads), source.video_repeated))
+        stream.append((b"".join(vp8_depayload(p) for p in payloads), draw is None))
     repeats = [data for data, repeated in stream if repeated and data[0] & 1]
     assert len(repeats) > 20 and all(len(data) < 60 for data in repeats)
     assert key_at > 0 and not stream[key_at][0][0] & 1  # is honoured

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,7 @@ from liveavatar.render.face import FaceState
 from liveavatar.render.loop import FrameRenderer
 from liveavatar.render.motion import Motion
 from liveavatar.session.speaker import Speaker
+from liveavatar.transport.tracks import Drawing
 
 ANGLE_STEP = 0.16
 """Degrees of yaw, pitch or roll the head may drift before a new frame is drawn (~0.4 px at the crown)."""
@@ -37,34 +39,47 @@ class AvatarSource:
         self._video: Background | None = None
         self._video_start: float | None = None
         self._video_index = -1
+        self._backgrounds: list[Background | None] = []
+        """Backgrounds set since the last picture: the next drawing puts the last one behind the avatar."""
         self._drawn: FaceState | None = None
         self._frame: npt.NDArray[np.uint8] | None = None
-        self._repeated = False
 
     @property
     def video_size(self) -> tuple[int, int]:
         """Width and height of the rendered frames."""
         return self.renderer.size
 
-    @property
-    def video_repeated(self) -> bool:
-        """True when the last video_frame() returned the same picture as the call before it."""
-        return self._repeated
+    def video_picture(self, t: float, can_repeat: bool = True) -> Drawing | None:
+        """The picture at session time `t`: mouth from the speech being played, idle motion on top.
 
-    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
-        """The frame at session time `t`: mouth from the speech being played, idle motion on top."""
+        None when it is the last frame again (if `can_repeat`); else the drawing, which may run on another
+        thread: until it has returned, nothing here touches the renderer (a new background waits for it).
+        """
         if self._video is not None:
             self._advance_video(t)
         state = self.motion.apply(FaceState(mouth=self.speaker.mouth_at(t)), t)
         drawn = self._drawn
-        if self.renderer.still_when_unchanged and self._frame is not None and drawn is not None and _near(state, drawn):
+        if self.renderer.still_when_unchanged and drawn is not None and _near(state, drawn):
             state = replace(state, yaw=drawn.yaw, pitch=drawn.pitch, roll=drawn.roll, dx=drawn.dx, dy=drawn.dy)
-            if _same(state, drawn):
-                self._repeated = True
-                return self._frame
-        self._repeated = False
-        self._drawn = state
+            if can_repeat and not self._backgrounds and _same(state, drawn):
+                return None
+        backgrounds, self._backgrounds = self._backgrounds, []
+        self._drawn = None  # until the drawing has returned
+        return partial(self._draw, state, backgrounds[-1:])
+
+    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
+        """The BGR frame at session time `t`, drawn here if it is a new one."""
+        draw = self.video_picture(t)
+        if draw is not None:
+            return draw()
+        assert self._frame is not None
+        return self._frame
+
+    def _draw(self, state: FaceState, background: list[Background | None]) -> npt.NDArray[np.uint8]:
+        for backdrop in background:
+            self.renderer.set_background(backdrop)
         self._frame = self.renderer.render(state)
+        self._drawn = state
         return self._frame
 
     def audio_frame(self, t: float) -> npt.NDArray[np.int16]:
@@ -73,12 +88,11 @@ class AvatarSource:
 
     def set_background(self, background: Background | None) -> None:
         """Show another background from the next frame on; a video one loops from its start."""
-        self._drawn = None
         if background is not None and background.is_video:
             self._video, self._video_start, self._video_index = background, None, -1
             return
         self._video = None
-        self.renderer.set_background(background)
+        self._backgrounds.append(background)
 
     def _advance_video(self, t: float) -> None:
         """Put the video frame for session time `t` behind the avatar when it changes (VIDEO_FPS, not 25 fps)."""
@@ -88,8 +102,7 @@ class AvatarSource:
         index = self._video.frame_index(t - self._video_start)
         if index != self._video_index:
             self._video_index = index
-            self._drawn = None
-            self.renderer.set_background(self._video.still(index))
+            self._backgrounds.append(self._video.still(index))
 
 
 def _near(a: FaceState, b: FaceState) -> bool:

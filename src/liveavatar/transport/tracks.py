@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import logging
 import math
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import av
 import cv2
@@ -48,6 +50,10 @@ class AudioSource(Protocol):
         ...
 
 
+Drawing = Callable[[], npt.NDArray[np.uint8]]
+"""Draws one BGR video frame; the video track calls it off the event loop."""
+
+
 class MediaSource(AudioSource, Protocol):
     """What a session shows and plays; times are seconds on the session's media clock."""
 
@@ -56,18 +62,13 @@ class MediaSource(AudioSource, Protocol):
         """Width and height of the video frames (even numbers)."""
         ...
 
-    def video_frame(self, t: float) -> npt.NDArray[np.uint8]:
-        """The BGR frame to show at time `t`."""
-        ...
+    def video_picture(self, t: float, can_repeat: bool) -> Drawing | None:
+        """What to show at time `t`, decided on the event loop: the function that draws the frame, or None to
+        show the last one again (only if `can_repeat`: a new track, as on a rejoin, has none yet).
 
-
-@runtime_checkable
-class RepeatingSource(Protocol):
-    """A MediaSource that says when a frame repeats the one before it (the track then reuses its conversion)."""
-
-    @property
-    def video_repeated(self) -> bool:
-        """True when the last video_frame() returned the same picture as the call before it."""
+        The track calls that function on a worker thread and waits for it before it asks for the next picture,
+        so the source's drawing state belongs to one thread at a time.
+        """
         ...
 
 
@@ -143,7 +144,11 @@ class AvatarAudioTrack(MediaStreamTrack):
 
 
 class AvatarVideoTrack(MediaStreamTrack):
-    """Server -> client video: 25 fps, 90 kHz timestamps (pts = n * 3600)."""
+    """Server -> client video: 25 fps, 90 kHz timestamps (pts = n * 3600).
+
+    A frame is drawn and converted on a worker thread of the loop's default executor (where aiortc then
+    encodes it): 1-3 ms of drawing on the event loop would hold back the audio of every session it serves.
+    """
 
     kind = "video"
 
@@ -152,23 +157,28 @@ class AvatarVideoTrack(MediaStreamTrack):
         self._source = source
         self.pacer = Pacer(clock, 1 / VIDEO_FPS, VIDEO_MAX_LAG, "video")
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        self._repeats = source if isinstance(source, RepeatingSource) else None
         self._last: av.VideoFrame | None = None
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         index, t = await self.pacer.next()
-        bgr = self._source.video_frame(t)
         frame = self._last
-        if frame is None or self._repeats is None or not self._repeats.video_repeated:
-            # OpenCV's I420 conversion is several times faster than PyAV's reformat.
-            yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
-            frame = self._last = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        draw = self._source.video_picture(t, can_repeat=frame is not None)
+        if draw is not None:
+            frame = self._last = await asyncio.get_running_loop().run_in_executor(None, _yuv_frame, draw)
         else:
+            assert frame is not None
             # the sender encodes one frame before it asks for the next, so the same frame may go again;
             # a keyframe request marked it, and a repeat must not inherit that
             frame.pict_type = av.video.frame.PictureType.NONE
         frame.pts = index * VIDEO_TICKS
         frame.time_base = self._time_base
         return frame
+
+
+def _yuv_frame(draw: Drawing) -> av.VideoFrame:
+    """The frame `draw` draws, as the I420 frame the encoder takes."""
+    # OpenCV's I420 conversion is several times faster than PyAV's reformat.
+    yuv = np.asarray(cv2.cvtColor(draw(), cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
