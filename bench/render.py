@@ -44,7 +44,7 @@ from liveavatar.render.motion import Motion  # noqa: E402
 from liveavatar.render.pack import AvatarPack  # noqa: E402
 from liveavatar.render.renderer import Renderer  # noqa: E402
 from liveavatar.session.avatar import AvatarSource  # noqa: E402
-from liveavatar.transport.tracks import AvatarVideoTrack, Drawing  # noqa: E402
+from liveavatar.transport.tracks import AvatarVideoTrack, Drawing, draw_pending  # noqa: E402
 from liveavatar.transport.vp8 import TalkingHeadVp8Encoder  # noqa: E402
 
 FPS = 25
@@ -157,6 +157,7 @@ def pipeline(pack: AvatarPack, frames: int, talking: bool) -> dict[str, float]:
     source.speaker.mouth_at = lambda t: mouth[min(int(round(t * FPS)), frames - 1)]  # type: ignore[method-assign]
     timed = _TimedSource(source)
     track = AvatarVideoTrack(timed, UnpacedClock())
+    track.encoder_draws = True  # as in a session
     encoder = TalkingHeadVp8Encoder()
     srtp = pylibsrtp.Session(pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
     stages: dict[str, list[float]] = {k: [] for k in ("render", "convert", "encode", "rtp+srtp")}
@@ -166,6 +167,7 @@ def pipeline(pack: AvatarPack, frames: int, talking: bool) -> dict[str, float]:
         for _ in range(frames):
             c0 = time.process_time()
             frame = loop.run_until_complete(track.recv())
+            draw_pending(frame)  # as the encoder does first, in its thread
             c1 = time.process_time()
             payloads, timestamp = encoder.encode(frame)
             c2 = time.process_time()

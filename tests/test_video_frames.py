@@ -163,6 +163,25 @@ def test_the_encoder_streams_a_talking_head_cleanly(pack: AvatarPack) -> None:
     assert min(quality) > 30.0 and float(np.mean(quality[-10:])) > 42.0  # settles to a clean picture
 
 
+async def test_the_encoder_draws_the_frames_the_track_hands_out_undrawn(pack: AvatarPack) -> None:
+    # in a session the track only decides the picture; the encoder draws it in its own thread
+    drawn = AvatarSource(Renderer(pack), Motion(seed=4))
+    track = AvatarVideoTrack(AvatarSource(Renderer(pack), Motion(seed=4)), UnpacedClock())
+    track.encoder_draws = True
+    encoder, decoder = TalkingHeadVp8Encoder(), Vp8Decoder()
+    undrawn = []
+    for i in range(8):
+        frame = await track.recv()
+        undrawn.append(frame.opaque is not None)  # a new picture, not drawn yet (an idle repeat is the last frame)
+        out, _ = decode(encoder, decoder, frame, key=False)
+        assert frame.opaque is None
+        yuv = np.asarray(cv2.cvtColor(drawn.video_frame(i / VIDEO_FPS), cv2.COLOR_BGR2YUV_I420), np.uint8)
+        assert np.array_equal(frame.to_ndarray(), yuv)  # the very picture, in the frame's planes
+        assert cv2.PSNR(out, yuv) > 30.0
+    assert undrawn[0] and not all(undrawn)
+    track.stop()
+
+
 def test_the_encoder_bitrate_stays_in_its_range() -> None:
     encoder = TalkingHeadVp8Encoder()
     encoder.target_bitrate = 5_000_000

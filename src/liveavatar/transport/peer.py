@@ -89,7 +89,7 @@ class Peer:
         if self._video is not None:
             video_sender = self._pc.addTrack(self._video)
             self._prefer_vp8(video_sender)
-            use_encoder(video_sender, TalkingHeadVp8Encoder())
+            self._video.encoder_draws = use_encoder(video_sender, TalkingHeadVp8Encoder())
         # Without a video track an offered video m-line is answered inactive (recvonly with a camera).
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         return str(self._pc.localDescription.sdp)

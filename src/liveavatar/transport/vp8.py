@@ -14,6 +14,7 @@ from av.frame import Frame
 from av.video.codeccontext import VideoCodecContext
 
 from liveavatar.media import VIDEO_CLOCK
+from liveavatar.transport.tracks import draw_pending
 from liveavatar.transport.vp8_repeat import repeat_frame, segmentation_enabled
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,14 @@ class TalkingHeadVp8Encoder(Vp8Encoder):
         self._bitrate = max(MIN_BITRATE, min(int(bitrate), MAX_BITRATE))
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        """One frame -> RTP payloads and their 90 kHz timestamp.
+        """One frame -> RTP payloads and their 90 kHz timestamp; a frame the video track handed out undrawn is
+        drawn first, here in the encoder's thread.
 
         The video track hands over the same frame object again when the picture has not changed: unless a
         keyframe is due, that goes out as a hand-made repeat (transport/vp8_repeat.py) instead of through libvpx.
         """
         assert isinstance(frame, av.VideoFrame)
+        draw_pending(frame)
         if frame is self._shown and not force_keyframe and not self._reopen(frame):
             data = repeat_frame(frame.width, frame.height, self._segmentation)
         else:
