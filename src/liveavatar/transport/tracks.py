@@ -51,7 +51,7 @@ class AudioSource(Protocol):
 
 
 Drawing = Callable[[], npt.NDArray[np.uint8]]
-"""Draws one BGR video frame; the video track calls it off the event loop."""
+"""Draws one BGR video frame, off the event loop (see AvatarVideoTrack)."""
 
 
 class MediaSource(AudioSource, Protocol):
