@@ -66,11 +66,8 @@ class _Prepared:
         # the head's maps are kept over one box that holds every head tile and every field's reach, and
         # contiguous: each pass over them is then one call; the body tiles' maps are kept apart
         boxes = [b for b in self.head_tiles + limits if b[2] > b[0] and b[3] > b[1]] or [(0, 0, 1, 1)]
-        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-        x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-        self.map_box = (x0, y0, x1, y1)
-        lx0, ly0, lx1, ly1 = self.mouth.limit
-        self.mouth_box = (max(lx0, x0), max(ly0, y0), min(lx1, x1), min(ly1, y1))
+        self.map_box = x0, y0, x1, y1 = _union(boxes)
+        self.mouth_box = _intersection(self.mouth.limit, self.map_box)
         """Where a mouth solve may change the head's maps (its limit inside the maps' box)."""
 
         def crop(v: F32) -> F32:
@@ -151,7 +148,9 @@ class Renderer:
         self._last: tuple[float, ...] | None = None
         self._pose: tuple[float, ...] | None = None
         """Eyelids and head pose of the frame in the buffer (None: redraw it all)."""
-        self._rigid_mouth = (np.empty(0, np.float32), np.empty(0, np.float32))
+        mx0, my0, mx1, my1 = p.mouth_box
+        shape = (max(0, my1 - my0), max(0, mx1 - mx0))
+        self._rigid_mouth = (np.empty(shape, np.float32), np.empty(shape, np.float32))
         """The head's maps over the mouth's box before the mouth fields were solved into them."""
         self._mouth_reach: list[Box] = []
         """Where the mouth of the frame in the buffer changed the maps and drew its interior."""
@@ -232,7 +231,8 @@ class Renderer:
         maps = self._maps_head
         x0, y0, x1, y1 = p.mouth_box
         mx, my = maps.at(x0, y0, x1, y1)
-        self._rigid_mouth = (mx.copy(), my.copy())
+        np.copyto(self._rigid_mouth[0], mx)
+        np.copyto(self._rigid_mouth[1], my)
         lips, mouth = self._solve_mouth(state, weights, rigid)
         self._solved = (mouth, p.brows.solve(weights, maps, rigid, self._acc[id(p.brows)]))
         for box in p.head_tiles:
@@ -259,11 +259,9 @@ class Renderer:
             mx[:], my[:] = rx[ys, xs], ry[ys, xs]
         lips, mouth = self._solve_mouth(state, weights, rigid)
         self._solved = (mouth, None)
-        reach = self._mouth_reach + [b for b in (mouth, self._interior(lips)) if b is not None]
-        dx0, dy0 = min(b[0] for b in reach), min(b[1] for b in reach)
-        dx1, dy1 = max(b[2] for b in reach), max(b[3] for b in reach)
-        for tx0, ty0, tx1, ty1 in p.head_tiles:
-            box = (max(tx0, dx0), max(ty0, dy0), min(tx1, dx1), min(ty1, dy1))
+        reach = _union(self._mouth_reach + [b for b in (mouth, self._interior(lips)) if b is not None])
+        for tile in p.head_tiles:
+            box = _intersection(tile, reach)
             if box[2] > box[0] and box[3] > box[1]:
                 self._warp(box, *maps.at(*box))
         self._draw_mouth(lips, mouth, rigid, state, weights)
@@ -454,6 +452,21 @@ class Renderer:
 
 def _clamp(v: float, limit: float) -> float:
     return min(max(float(v), -limit), limit)
+
+
+def _union(boxes: list[Box]) -> Box:
+    """The smallest box that holds every one of `boxes`."""
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _intersection(a: Box, b: Box) -> Box:
+    """Where two boxes overlap (empty, x1 <= x0 or y1 <= y0, when they don't)."""
+    return max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
 
 
 def _box(pts: F64, margin: int, width: int, height: int) -> tuple[int, int, int, int]:
